@@ -1,0 +1,390 @@
+"""The ``raymlops`` command line: a thin layer over the library (no Ray at import time).
+
+Exit codes: 0 ok; 1 unexpected failure; 2 bad usage, config, storage or registry request;
+3 data that breaks the schema; 4 a registry file that fails its sha256 check.
+
+Example:
+    $ raymlops init my-project
+    $ raymlops train --config my-project/raymlops.yaml --promote
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from raymlops.errors import DataValidationError, RaymlopsError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="raymlops",
+    help="The whole life of a tabular model on Ray: data, Tune training, registry, serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check the project config, or print its JSON schema.", no_args_is_help=True)
+registry_app = typer.Typer(help="List, inspect, verify, promote and roll back versions.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(registry_app, name="registry")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Project config (YAML).")]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)."),
+]
+
+
+def _load(config: Path):  # type: ignore[no-untyped-def]
+    from raymlops.config import load_config
+
+    return load_config(config)
+
+
+def _registry(config: Path):  # type: ignore[no-untyped-def]
+    from raymlops.pipeline import open_registry
+
+    return open_registry(_load(config))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+# -- init / config -------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project.")],
+    example: Annotated[str, typer.Option(help="churn (CSV with categories and nulls) or breast_cancer.")] = "churn",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing raymlops.yaml.")] = False,
+) -> None:
+    """Write an example project (config + data) to edit and train."""
+    from raymlops.examples import EXAMPLES, write_example
+
+    if example not in EXAMPLES:
+        raise typer.BadParameter(f"choose one of {', '.join(EXAMPLES)}", param_hint="--example")
+    if (directory / "raymlops.yaml").exists() and not force:
+        raise RaymlopsError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
+    config = write_example(directory, example)
+    out.print(f"[green]✓[/] wrote {config}" + (f" and {directory / 'data' / 'train.csv'}" if example == "churn" else ""))
+    out.print(f"next: [bold]raymlops config check --config {config}[/]")
+    out.print(f"      [bold]raymlops train --config {config} --promote[/]")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt) -> None:
+    """Validate the config, the data source and the storage, without training."""
+    from raymlops.data.sources import resolve_source
+    from raymlops.schema import Schema
+    from raymlops.storage import Storage
+
+    cfg = _load(config)
+    schema = Schema.from_config(cfg)
+    source = resolve_source(cfg.data.source)
+    Storage.from_uri(cfg.storage)
+    table = Table(title=f"{config}: ok", show_header=False, box=None)
+    table.add_row("name", cfg.name)
+    table.add_row("task / metric", f"{cfg.training.task} / {cfg.training.metric}")
+    table.add_row("columns", f"{len(schema.names)} ({len(schema.feature_columns)} features, target {schema.target})")
+    files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
+    table.add_row("data", f"{cfg.data.source} ({files})")
+    table.add_row("storage", cfg.storage)
+    table.add_row("models", ", ".join(cfg.training.models or []))
+    out.print(table)
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the project config."""
+    from raymlops.config import ProjectConfig
+
+    out.print_json(json.dumps(ProjectConfig.model_json_schema()))
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+
+def _stage_printer():  # type: ignore[no-untyped-def]
+    from raymlops.pipeline import StageLog
+
+    count = {"n": 0}
+
+    def start(name: str) -> None:
+        count["n"] += 1
+        err.print(f"[cyan]▶[/] {name} ...")
+
+    def end(name: str, seconds: float, detail: str) -> None:
+        err.print(f"[green]✓[/] {name} [dim]({seconds:.1f}s)[/] {detail}")
+
+    return StageLog(on_start=start, on_end=end)
+
+
+def _trials_table(result: Any) -> Table:
+    table = Table(title=f"Tune trials ({result.metric}, best marked ★)", title_justify="left")
+    for column in ("#", "model", "params", result.metric, "steps", "status", "time"):
+        table.add_column(column, justify="right" if column in ("#", "steps", "time", result.metric) else "left")
+    for trial in result.trials:
+        params = ", ".join(f"{k}={_fmt(v) if not isinstance(v, float) else f'{v:.3g}'}" for k, v in trial.params.items())
+        star = " ★" if trial.index == result.best_trial.index else ""
+        table.add_row(
+            f"{trial.index}{star}", trial.model, params[:60], _fmt(trial.score), str(trial.steps),
+            trial.status if trial.status != "error" else f"[red]error[/] {trial.error or ''}"[:40],
+            f"{trial.time_s:.1f}s",
+        )
+    return table
+
+
+def _summary(result: Any, config: Path) -> Panel:
+    metrics = Table(box=None, pad_edge=False)
+    metrics.add_column("metric")
+    metrics.add_column(f"{result.version} (new)", justify="right")
+    champion = result.gate.champion
+    if result.champion_version:
+        metrics.add_column(f"{result.champion_version} (champion)", justify="right")
+    for name, value in result.metrics.items():
+        label = f"{name} ★" if name == result.metric else name
+        row = [label, _fmt(value)]
+        if result.champion_version:
+            row.append(_fmt(champion.get(name)) if champion else "-")
+        metrics.add_row(*row)
+    verdict = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
+    if result.promoted:
+        headline = f"[green]{result.name} {result.version} registered and promoted to champion[/]"
+    elif result.gate.passed:
+        headline = f"[yellow]{result.name} {result.version} registered; passed the gate, not promoted (no --promote)[/]"
+    else:
+        headline = f"[yellow]{result.name} {result.version} registered, not promoted: the gate failed[/]"
+    lines = [f"gate {verdict} ({result.metric}):"]
+    lines += [f"  - {escape(reason)}" for reason in result.gate.reasons]
+    rows = result.rows
+    lines.append("")
+    lines.append(f"data     {rows['total']} rows: {rows['train']} train, {rows['holdout']} holdout")
+    lines.append(f"best     {result.best_trial.model} trial #{result.best_trial.index}, search {result.search_wall_s:.1f}s, total {sum(result.stages.values()):.1f}s")
+    lines.append(f"files    {result.registry_location}/versions/{result.version}")
+    lines.append("")
+    lines.append(f"next     raymlops registry show --config {config} {result.version}")
+    if not result.promoted:
+        lines.append(f"         raymlops registry promote --config {config} {result.version}   # overrides the gate")
+    else:
+        lines.append(f"         raymlops registry verify --config {config} champion")
+    body = Group(headline, "", metrics, "", "\n".join(lines))
+    return Panel(body, title="raymlops train", expand=False)
+
+
+@app.command()
+def train(
+    config: ConfigOpt,
+    promote: Annotated[bool, typer.Option("--promote", help="Promote to champion if the gate passes.")] = False,
+    address: AddressOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Less Tune output.")] = False,
+) -> None:
+    """Train, evaluate, gate and register a new version (and promote it with --promote)."""
+    from raymlops.pipeline import train as run_train
+
+    cfg = _load(config)
+    result = run_train(cfg, promote=promote, address=address, stages=_stage_printer(), verbose=0 if quiet else 1)
+    out.print(_trials_table(result))
+    out.print(_summary(result, config))
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+@registry_app.command("list")
+def registry_list(config: ConfigOpt) -> None:
+    """Every version, its model, score, gate verdict and aliases."""
+    registry = _registry(config)
+    table = Table(title=f"{registry.name} at {registry.location}", title_justify="left")
+    for column in ("version", "created", "model", "metric", "score", "gate", "aliases"):
+        table.add_column(column)
+    for info in registry.list():
+        s = info.summary
+        table.add_row(
+            info.version, info.created_at[:19], str(s.get("model", "-")), str(s.get("metric", "-")),
+            _fmt(s.get("score")), "passed" if s.get("gate_passed") else "failed", ", ".join(info.aliases),
+        )
+    out.print(table)
+    if not registry.versions():
+        out.print(f"no versions yet: raymlops train --config {config}")
+
+
+@registry_app.command("show")
+def registry_show(
+    config: ConfigOpt,
+    version: Annotated[str, typer.Argument(help="Version (v3) or alias.")] = "champion",
+) -> None:
+    """A version's metrics, gate decision, lineage and files."""
+    registry = _registry(config)
+    manifest = registry.manifest(version)
+    name = manifest["version"]
+    metrics = json.loads(registry.read_verified(name, "metrics.json", manifest))
+    gate = json.loads(registry.read_verified(name, "gate.json", manifest))
+    lineage = json.loads(registry.read_verified(name, "lineage.json", manifest))
+    aliases = [a for a, v in registry.aliases().items() if v == name]
+    table = Table(show_header=False, box=None)
+    table.add_row("version", f"{registry.name} {name}" + (f"  ({', '.join(aliases)})" if aliases else ""))
+    table.add_row("created", manifest["created_at"])
+    table.add_row("model", f"{manifest['summary'].get('model')} ({manifest['summary'].get('model_file')})")
+    table.add_row("holdout", ", ".join(f"{k}={_fmt(v)}" for k, v in metrics["holdout"].items()))
+    champ = metrics.get("champion") or {}
+    if champ.get("version"):
+        table.add_row("champion then", f"{champ['version']}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in (champ.get("holdout") or {}).items()))
+    table.add_row("gate", ("passed" if gate["passed"] else "failed") + ": " + "; ".join(gate["reasons"]))
+    data = lineage["data"]
+    table.add_row("data", f"{data['source']} (sha256 {data['digest'][:16]}…, {data['rows']['total']} rows)")
+    table.add_row("parent", str(lineage.get("parent")))
+    trial = lineage["trial"]
+    table.add_row("trial", f"#{trial['index']} {trial['model']} {json.dumps(trial['params'])}")
+    table.add_row("config", f"sha256 {lineage['config_hash'][:16]}…")
+    table.add_row("code", str(lineage["code"].get("git_commit") or "not a git checkout"))
+    table.add_row("seeds", json.dumps(lineage["seeds"]))
+    table.add_row("files", f"{registry.location}/versions/{name}: " + ", ".join(manifest["files"]))
+    out.print(table)
+
+
+@registry_app.command("verify")
+def registry_verify(
+    config: ConfigOpt,
+    version: Annotated[str | None, typer.Argument(help="Version or alias (default: all versions).")] = None,
+) -> None:
+    """Check every file against its sha256 in MANIFEST.json (exit 4 on a mismatch)."""
+    from raymlops.errors import IntegrityError
+
+    registry = _registry(config)
+    targets = [version] if version else registry.versions()
+    failed = []
+    for target in targets:
+        report = registry.verify(target)
+        if report.ok:
+            out.print(f"[green]✓[/] {registry.name} {report.version}: {report.checked} files match the manifest")
+        else:
+            failed.append(report.version)
+            out.print(f"[red]✗[/] {registry.name} {report.version}:")
+            for problem in report.problems:
+                out.print(f"    {problem}")
+    if not targets:
+        out.print("no versions to verify")
+    if failed:
+        raise IntegrityError(f"{len(failed)} version(s) failed verification: {', '.join(failed)}")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    config: ConfigOpt,
+    version: Annotated[str, typer.Argument(help="Version to promote (v3), or an alias.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual promotion",
+) -> None:
+    """Point an alias (champion by default) at a version that verifies."""
+    registry = _registry(config)
+    event = registry.promote(version, alias=alias, reason=reason)
+    out.print(f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  [dim]({event.actor})[/]")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    config: ConfigOpt,
+    alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback",
+) -> None:
+    """Point an alias back at the version it had before."""
+    registry = _registry(config)
+    event = registry.rollback(alias=alias, reason=reason)
+    out.print(f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)")
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("./demo"),
+    address: AddressOpt = None,
+) -> None:
+    """The loop on bundled data: init an example, train, gate, register and promote."""
+    from raymlops.examples import write_example
+    from raymlops.pipeline import train as run_train
+
+    started = time.perf_counter()
+    config = workdir / "raymlops.yaml"
+    if not config.exists():
+        write_example(workdir, "churn")
+        err.print(f"[green]✓[/] example project written to {workdir}")
+    cfg = _load(config)
+    result = run_train(cfg, promote=True, address=address, stages=_stage_printer(), verbose=0)
+    out.print(_trials_table(result))
+    out.print(_summary(result, config))
+    registry = _registry(config)
+    report = registry.verify("champion")
+    out.print(
+        f"[green]✓[/] champion {report.version} verifies ({report.checked} files)  "
+        f"[dim]demo took {time.perf_counter() - started:.0f}s[/]"
+    )
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def _render_data_error(error: DataValidationError) -> None:
+    report = error.report
+    if report is None or not getattr(report, "issues", None) and not getattr(report, "problems", None):
+        err.print(f"[red]error:[/] {escape(str(error))}")
+        return
+    table = Table(title=f"data validation failed ({report.rows} rows read); nothing was trained or registered", title_justify="left")
+    for column in ("column", "problem", "bad rows", "expected", "first rows (row: value)"):
+        table.add_column(column)
+    for issue in report.issues:
+        shown = ", ".join(f"{r}: {v}" for r, v in issue.examples)
+        table.add_row(issue.column, issue.problem, str(issue.count), issue.expected, shown)
+    for problem in report.problems:
+        table.add_row("-", problem, "-", "-", "-")
+    err.print(table)
+    # the plain text too, so logs and scripts that do not keep rich tables see every finding
+    err.print(str(error), markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (used by the console script and ``jobs/*.py``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="raymlops", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return 2
+    except DataValidationError as exc:
+        _render_data_error(exc)
+        return exc.exit_code
+    except RaymlopsError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

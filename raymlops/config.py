@@ -1,0 +1,439 @@
+"""The project config: strict, frozen pydantic models loaded from one YAML file per model.
+
+The YAML is validated once, here, at the edge; the rest of raymlops receives typed objects.
+Unknown keys are errors (with a "did you mean" hint), and so are wrong types: a config that
+validates is one that runs.
+
+Example:
+    >>> cfg = load_config("examples/churn/raymlops.yaml")  # doctest: +SKIP
+    >>> cfg.training.metric
+    'roc_auc'
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raymlops.errors import ConfigError
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "ColumnSpec",
+    "DataConfig",
+    "GateConfig",
+    "MonitoringConfig",
+    "ProjectConfig",
+    "ServingConfig",
+    "TrainingConfig",
+    "config_hash",
+    "format_validation_error",
+    "load_config",
+]
+
+ColumnType = Literal["float", "int", "bool", "category", "datetime", "string"]
+ColumnRole = Literal["feature", "target", "timestamp", "id", "ignore"]
+ModelKind = Literal["xgboost", "random_forest", "logistic_regression", "ridge"]
+_TASK_ONLY_MODELS = {"logistic_regression": "classification", "ridge": "regression"}
+
+#: metric name -> True when larger is better. The mode of the search and the gate comes from here.
+CLASSIFICATION_METRICS: dict[str, bool] = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+}
+REGRESSION_METRICS: dict[str, bool] = {"rmse": False, "mae": False, "r2": True}
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    """Base of every config model: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ColumnSpec(_Strict):
+    """One column of the schema. Numbers may be bounded; categories may be listed.
+
+    ``role`` defaults to ``feature`` (``id`` for ``string`` columns, which are never features).
+    ``unknown`` says what a category outside ``categories`` means: ``error`` rejects the row,
+    ``ignore`` encodes it as "other".
+    """
+
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    unknown: Literal["error", "ignore"] = "error"
+    role: ColumnRole | None = None
+    format: str | None = Field(default=None, description="strftime format of a datetime column")
+    description: str | None = None
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _int_bounds_are_numbers(cls, value: Any) -> Any:
+        # YAML writes `min: 0` as an int; a bound is a number either way.
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnSpec:
+        numeric = self.type in ("float", "int")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to float and int columns, not to type {self.type!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.categories is not None:
+            if self.type != "category":
+                raise ValueError(f"categories apply to category columns, not to type {self.type!r}")
+            if not self.categories:
+                raise ValueError("categories is empty: list at least one or leave it out")
+            if len(set(self.categories)) != len(self.categories):
+                raise ValueError("categories has duplicates")
+        if self.format is not None and self.type != "datetime":
+            raise ValueError("format applies to datetime columns only")
+        if self.type == "string" and self.role in ("feature",):
+            raise ValueError("string columns cannot be features: use role id or ignore")
+        return self
+
+    @property
+    def effective_role(self) -> ColumnRole:
+        """The role, with the default filled in."""
+        if self.role is not None:
+            return self.role
+        return "id" if self.type == "string" else "feature"
+
+
+class SplitConfig(_Strict):
+    """A seeded, deterministic train/holdout split (by a hash of the row number)."""
+
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+
+
+class DataConfig(_Strict):
+    """Where the data is and what it must look like (the one schema)."""
+
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    extra: Literal["error", "ignore"] = "error"
+    split: SplitConfig = SplitConfig()
+    reference_rows: int = Field(default=5000, ge=100, description="rows kept as drift reference")
+
+    @model_validator(mode="after")
+    def _target_is_consistent(self) -> DataConfig:
+        spec = self.columns.get(self.target)
+        if spec is not None and spec.role not in (None, "target"):
+            raise ValueError(f"column {self.target!r} is the target but has role {spec.role!r}")
+        others = [n for n, s in self.columns.items() if s.role == "target" and n != self.target]
+        if others:
+            raise ValueError(f"only data.target may have role target; also set on {others}")
+        features = [
+            n for n, s in self.columns.items() if n != self.target and s.effective_role == "feature"
+        ]
+        if not features:
+            raise ValueError("no feature columns: at least one column needs role feature")
+        return self
+
+
+class SearchConfig(_Strict):
+    """The Tune search: how many trials, how many at once, early stopping, time budget."""
+
+    num_samples: int = Field(default=16, ge=1, le=10_000)
+    max_concurrent: int = Field(default=2, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    seed: int = 42
+    time_budget_s: float | None = Field(default=600.0, gt=0)
+    max_boosting_rounds: int = Field(default=200, ge=10)
+    rounds_per_report: int = Field(default=10, ge=1)
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @field_validator("time_budget_s", mode="before")
+    @classmethod
+    def _int_is_seconds(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ResourcesConfig(_Strict):
+    """Resources of one trial. ``gpu > 0`` moves XGBoost to ``device="cuda"``."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+    @field_validator("cpu", "gpu", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TrainingConfig(_Strict):
+    """What to train and how to choose: task, metric, model kinds, search, resources."""
+
+    task: Literal["classification", "regression"]
+    metric: str | None = None
+    models: list[ModelKind] | None = Field(
+        default=None, description="default: xgboost, random_forest and the task's linear model"
+    )
+    search: SearchConfig = SearchConfig()
+    resources_per_trial: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> TrainingConfig:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        if self.metric is None:
+            object.__setattr__(self, "metric", "roc_auc" if self.task == "classification" else "rmse")
+        elif self.metric not in allowed:
+            raise ValueError(
+                f"metric {self.metric!r} is not a {self.task} metric; allowed: {', '.join(allowed)}"
+            )
+        if self.models is None:
+            linear = "logistic_regression" if self.task == "classification" else "ridge"
+            object.__setattr__(self, "models", ["xgboost", "random_forest", linear])
+        models = self.models or []
+        if not models:
+            raise ValueError("models is empty: list at least one of xgboost, random_forest, ...")
+        if len(set(models)) != len(models):
+            raise ValueError("models lists a model twice")
+        for model in models:
+            task = _TASK_ONLY_MODELS.get(model)
+            if task and task != self.task:
+                fix = "ridge" if model == "logistic_regression" else "logistic_regression"
+                raise ValueError(f"model {model!r} is for {task}; for {self.task} use {fix!r}")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger value of ``metric`` is better (the search and gate mode)."""
+        table = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        return table[self.metric or ""]
+
+
+class GateConfig(_Strict):
+    """The promotion gate, challenger vs champion on the challenger's holdout.
+
+    ``min_improvement``: the main metric must improve by at least this much (0: a tie passes).
+    ``max_metric_drop``: no other metric may get worse by more than this (null: not checked).
+    """
+
+    min_improvement: float = Field(default=0.0, ge=0)
+    max_metric_drop: float | None = Field(default=0.05, ge=0)
+
+    @field_validator("min_improvement", "max_metric_drop", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class AutoscalingConfig(_Strict):
+    """Ray Serve autoscaling. Serve's own default max_replicas is 1, so it is set here."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=8.0, gt=0)
+
+    @field_validator("target_ongoing_requests", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas is greater than max_replicas")
+        return self
+
+
+class CanaryConfig(_Strict):
+    """A second version answering (or shadowing) a fraction of the traffic."""
+
+    version: str | None = None
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    shadow: bool = False
+
+    @field_validator("fraction", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ServingConfig(_Strict):
+    """The HTTP service on Ray Serve. Binds 127.0.0.1 unless ``host`` says otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    max_batch_size: int = Field(default=64, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_instances: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=4_000_000, ge=1024)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    api_key_env: str | None = "RAYMLOPS_API_KEY"
+    canary: CanaryConfig = CanaryConfig()
+
+    @field_validator("batch_wait_timeout_s", "request_timeout_s", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class MonitoringConfig(_Strict):
+    """Drift monitoring of served traffic and the retrain policy."""
+
+    window_rows: int = Field(default=1000, ge=10)
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    consecutive_windows: int = Field(default=2, ge=1)
+    cooldown_s: float = Field(default=600.0, ge=0)
+    retrain_source: str | None = None
+
+    @field_validator("drift_share", "cooldown_s", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ProjectConfig(_Strict):
+    """One model's project: name, storage URI, data and schema, training, gate, serving."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    storage: str = "./.raymlops"
+    data: DataConfig
+    training: TrainingConfig
+    gate: GateConfig = GateConfig()
+    serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+    @model_validator(mode="after")
+    def _target_fits_task(self) -> ProjectConfig:
+        spec = self.data.columns.get(self.data.target)
+        if spec is None:
+            return self
+        if self.training.task == "regression" and spec.type not in ("float", "int"):
+            raise ValueError(
+                f"regression needs a numeric target; data.columns.{self.data.target} is {spec.type}"
+            )
+        if self.training.task == "classification" and spec.type in ("float", "datetime", "string"):
+            raise ValueError(
+                f"classification needs a category, int or bool target; "
+                f"data.columns.{self.data.target} is {spec.type}"
+            )
+        return self
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _is_uri(value: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value)) or value.startswith("sklearn:")
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    """Resolve a local path relative to the config's folder; leave URIs untouched."""
+    if _is_uri(value):
+        return value
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def config_hash(config: ProjectConfig) -> str:
+    """A stable sha256 of the config's content (key order and formatting do not matter)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
+    """Read and validate a project config; local paths in it are resolved against its folder.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or does not validate. The message names
+            each bad key path, the value found and what is allowed.
+    """
+    config_path = Path(path)
+    if not config_path.is_file():
+        hint = "create one with `raymlops init DIR`" if not config_path.exists() else "not a file"
+        raise ConfigError(f"config file not found: {config_path} ({hint})")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{config_path}: not valid YAML{line}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping of keys (name, data, training, ...)")
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(config_path))) from None
+    base = config_path.resolve().parent
+    data = config.data.model_copy(update={"source": _resolve_path(config.data.source, base)})
+    monitoring = config.monitoring
+    if monitoring.retrain_source:
+        monitoring = monitoring.model_copy(
+            update={"retrain_source": _resolve_path(monitoring.retrain_source, base)}
+        )
+    return config.model_copy(
+        update={
+            "storage": _resolve_path(config.storage, base),
+            "data": data,
+            "monitoring": monitoring,
+        }
+    )
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model that owns the key at ``loc`` (to list allowed keys for a typo)."""
+    model: type[BaseModel] | None = ProjectConfig
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            # a free-form mapping level (e.g. data.columns.<name>): the value type is ColumnSpec
+            model = ColumnSpec if model is DataConfig or model is ColumnSpec else None
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif str(part) == "columns":
+            model = DataConfig  # the next part is a column name
+        else:
+            return None
+    return model
+
+
+def format_validation_error(exc: ValidationError, *, source: str = "config") -> str:
+    """Turn pydantic's errors into one line per key: path, bad value, what is allowed."""
+    lines = [f"{source}: {exc.error_count()} problem(s)"]
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            model = _model_at(loc)
+            allowed = sorted(model.model_fields) if model else []
+            guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" Did you mean {guess[0]!r}?" if guess else ""
+            lines.append(f"  {path}: unknown key.{hint} Allowed here: {', '.join(allowed)}")
+            continue
+        if kind == "missing":
+            lines.append(f"  {path}: required key is missing; add it")
+            continue
+        value = error.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        message = error["msg"].removeprefix("Value error, ")
+        expected = error.get("ctx", {}).get("expected")
+        allowed = f" (allowed: {expected})" if expected and expected not in message else ""
+        lines.append(f"  {path}: got {shown}: {message}{allowed}")
+    return "\n".join(lines)

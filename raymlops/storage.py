@@ -1,0 +1,212 @@
+"""Storage as one URI, read and written through ``pyarrow.fs``.
+
+A local folder, ``s3://bucket/prefix`` or ``gs://bucket/prefix``: the registry, reference data
+and reports all go through :class:`Storage`, so the same code runs on a laptop folder and on a
+bucket shared by a cluster.
+
+Example:
+    >>> store = Storage.from_uri("/tmp/raymlops-doc")
+    >>> store.write_bytes("a/b.txt", b"hi")
+    >>> store.read_bytes("a/b.txt")
+    b'hi'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import posixpath
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from raymlops.errors import StorageError
+
+__all__ = ["Storage"]
+
+_LOCK_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A root path on a pyarrow filesystem. Paths given to methods are relative to the root."""
+
+    fs: pafs.FileSystem
+    root: str
+    uri: str
+
+    @classmethod
+    def from_uri(cls, uri: str, *, create: bool = True) -> Storage:
+        """Open a storage URI; a local folder is created when ``create`` is true.
+
+        Raises:
+            StorageError: the URI is malformed, or the place cannot be reached or written.
+        """
+        try:
+            if "://" in uri:
+                fs, root = pafs.FileSystem.from_uri(uri)
+            else:
+                fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise StorageError(f"storage {uri!r} cannot be opened: {exc}") from None
+        store = cls(fs=fs, root=root.rstrip("/") or "/", uri=uri)
+        store._check_reachable(create=create)
+        return store
+
+    @property
+    def is_local(self) -> bool:
+        """True on a local filesystem, where renames are atomic and ``flock`` works."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def _check_reachable(self, *, create: bool) -> None:
+        try:
+            info = self.fs.get_file_info(self.root)
+            if info.type == pafs.FileType.File:
+                raise StorageError(
+                    f"storage {self.uri!r} is a file, not a folder: point `storage:` at a folder"
+                )
+            if info.type == pafs.FileType.NotFound and create:
+                self.fs.create_dir(self.root, recursive=True)
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise StorageError(
+                f"storage {self.uri!r} is not reachable or not writable: {exc}. "
+                "Check the path or bucket, and credentials for s3:// or gs://"
+            ) from None
+
+    def path(self, *parts: str) -> str:
+        """The absolute path of ``parts`` under the root."""
+        return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
+
+    def exists(self, relpath: str) -> bool:
+        return self.fs.get_file_info(self.path(relpath)).type != pafs.FileType.NotFound
+
+    def is_dir(self, relpath: str) -> bool:
+        return self.fs.get_file_info(self.path(relpath)).type == pafs.FileType.Directory
+
+    def list_dir(self, relpath: str) -> list[str]:
+        """Names directly under ``relpath`` (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path(relpath), allow_not_found=True, recursive=False)
+        return sorted(posixpath.basename(i.path.rstrip("/")) for i in self.fs.get_file_info(selector))
+
+    def read_bytes(self, relpath: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(relpath)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+                raise FileNotFoundError(errno.ENOENT, "not found", relpath) from None
+            raise StorageError(f"cannot read {self.uri}/{relpath}: {exc}") from None
+
+    def read_json(self, relpath: str) -> object:
+        return json.loads(self.read_bytes(relpath))
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        """Write a whole file so that readers see the old content or the new, never a part.
+
+        Local: write a temporary file beside it, then rename (atomic). Object stores replace
+        an object atomically on a single PUT.
+        """
+        target = self.path(relpath)
+        parent = posixpath.dirname(target) if not self.is_local else os.path.dirname(target)
+        try:
+            self.fs.create_dir(parent, recursive=True)
+            if self.is_local:
+                tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+                with self.fs.open_output_stream(tmp) as out:
+                    out.write(data)
+                os.replace(tmp, target)
+            else:
+                with self.fs.open_output_stream(target) as out:
+                    out.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}/{relpath}: {exc}") from None
+
+    def write_json(self, relpath: str, payload: object) -> None:
+        self.write_bytes(relpath, json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n")
+
+    def delete_dir(self, relpath: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_dir(self.path(relpath))
+
+    def move(self, src: str, dest: str) -> None:
+        """Rename ``src`` to ``dest`` (atomic on a local filesystem)."""
+        self.fs.move(self.path(src), self.path(dest))
+
+    @contextlib.contextmanager
+    def lock(self, relpath: str, *, timeout_s: float = 60.0) -> Iterator[None]:
+        """Hold an exclusive lock named ``relpath`` across processes.
+
+        Local: ``fcntl.flock`` on a lock file (released by the OS if the holder dies).
+        Object stores: a lease object created only when absent, re-read to confirm ownership and
+        expired after ``timeout_s``; this is best effort until conditional writes land.
+
+        Raises:
+            StorageError: the lock was not acquired within ``timeout_s``.
+        """
+        if self.is_local:
+            with self._flock(relpath, timeout_s=timeout_s):
+                yield
+        else:
+            with self._lease(relpath, timeout_s=timeout_s):
+                yield
+
+    @contextlib.contextmanager
+    def _flock(self, relpath: str, *, timeout_s: float) -> Iterator[None]:
+        import fcntl
+
+        path = self.path(relpath)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StorageError(
+                            f"could not lock {path} within {timeout_s:.0f}s: another raymlops "
+                            "process holds it; retry when it is done"
+                        ) from None
+                    time.sleep(_LOCK_POLL_S)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _lease(self, relpath: str, *, timeout_s: float) -> Iterator[None]:
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            held = None
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                held = self.read_json(relpath)
+            expired = isinstance(held, dict) and held.get("expires", 0) < time.time()
+            if held is None or expired:
+                self.write_json(relpath, {"owner": token, "expires": time.time() + timeout_s})
+                time.sleep(_LOCK_POLL_S)
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    confirmed = self.read_json(relpath)
+                    if isinstance(confirmed, dict) and confirmed.get("owner") == token:
+                        break
+            if time.monotonic() > deadline:
+                raise StorageError(f"could not lock {self.uri}/{relpath} within {timeout_s:.0f}s")
+            time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(self.path(relpath))

@@ -1,0 +1,108 @@
+"""Config: valid fixtures load, each invalid fixture fails naming the key, the value and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raymlops.cli import main
+from raymlops.config import ProjectConfig, config_hash, load_config
+from raymlops.errors import ConfigError
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+VALID = sorted((CONFIGS / "valid").glob("*.yaml"))
+INVALID = sorted((CONFIGS / "invalid").glob("*.yaml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: <message>'"
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_configs_load(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, ProjectConfig)
+    assert config.training.metric, "a metric is always filled in from the task"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_configs_fail_with_their_message(path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert _expected(path) in str(caught.value), f"message was:\n{caught.value}"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_config_check_exits_2_with_one_message(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["config", "check", "--config", str(path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert _expected(path).split(":")[0] in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_missing_config_file_names_the_path_and_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main(["config", "check", "--config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "raymlops init" in err
+
+
+def test_missing_data_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "name: x\ndata: {source: ./data/none.csv, target: y, columns: {a: {type: float}}}\n"
+        "training: {task: classification}\n"
+    )
+    assert main(["config", "check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "data.source" in err and "none.csv" in err
+
+
+def test_unreachable_storage_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"name: x\nstorage: {blocker}/registry\n"
+        "data: {source: sklearn:iris, target: target, columns: {a: {type: float}}}\n"
+        "training: {task: classification}\n"
+    )
+    assert main(["config", "check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "storage" in err and str(blocker) in err
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    config = tmp_path / "sub" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "name: x\nstorage: ./store\ndata: {source: ./d.csv, target: y, columns: {a: {type: float}}}\n"
+        "training: {task: regression}\n"
+    )
+    loaded = load_config(config)
+    assert loaded.storage == str(tmp_path / "sub" / "store")
+    assert loaded.data.source == str(tmp_path / "sub" / "d.csv")
+    assert loaded.training.metric == "rmse"
+    assert loaded.training.models == ["xgboost", "random_forest", "ridge"]
+
+
+def test_config_hash_ignores_formatting(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("name: x\ndata: {source: sklearn:iris, target: target, columns: {a: {type: float}}}\ntraining: {task: classification}\n")
+    b.write_text("training:\n  task: classification\nname: x\ndata:\n  target: target\n  source: sklearn:iris\n  columns:\n    a: {type: float}\n")
+    assert config_hash(load_config(a)) == config_hash(load_config(b))
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(VALID[0])
+    with pytest.raises(Exception, match="frozen"):
+        config.name = "other"  # type: ignore[misc]
+
+
+def test_config_schema_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "schema"]) == 0
+    assert '"ProjectConfig"' in capsys.readouterr().out or "properties" in capsys.readouterr().out

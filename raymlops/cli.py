@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console, Group
 from rich.markup import escape
@@ -24,6 +23,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from raymlops.errors import DataValidationError, RaymlopsError
+
+try:  # typer >= 0.20 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException  # type: ignore[no-redef]
 
 __all__ = ["app", "main"]
 
@@ -34,8 +38,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Check the project config, or print its JSON schema.", no_args_is_help=True)
-registry_app = typer.Typer(help="List, inspect, verify, promote and roll back versions.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check the project config, or print its JSON schema.", no_args_is_help=True
+)
+registry_app = typer.Typer(
+    help="List, inspect, verify, promote and roll back versions.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
 
@@ -73,7 +81,9 @@ def _fmt(value: Any) -> str:
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new project.")],
-    example: Annotated[str, typer.Option(help="churn (CSV with categories and nulls) or breast_cancer.")] = "churn",
+    example: Annotated[
+        str, typer.Option(help="churn (CSV with categories and nulls) or breast_cancer.")
+    ] = "churn",
     force: Annotated[bool, typer.Option(help="Overwrite an existing raymlops.yaml.")] = False,
 ) -> None:
     """Write an example project (config + data) to edit and train."""
@@ -84,7 +94,10 @@ def init(
     if (directory / "raymlops.yaml").exists() and not force:
         raise RaymlopsError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
     config = write_example(directory, example)
-    out.print(f"[green]✓[/] wrote {config}" + (f" and {directory / 'data' / 'train.csv'}" if example == "churn" else ""))
+    out.print(
+        f"[green]✓[/] wrote {config}"
+        + (f" and {directory / 'data' / 'train.csv'}" if example == "churn" else "")
+    )
     out.print(f"next: [bold]raymlops config check --config {config}[/]")
     out.print(f"      [bold]raymlops train --config {config} --promote[/]")
 
@@ -103,7 +116,10 @@ def config_check(config: ConfigOpt) -> None:
     table = Table(title=f"{config}: ok", show_header=False, box=None)
     table.add_row("name", cfg.name)
     table.add_row("task / metric", f"{cfg.training.task} / {cfg.training.metric}")
-    table.add_row("columns", f"{len(schema.names)} ({len(schema.feature_columns)} features, target {schema.target})")
+    table.add_row(
+        "columns",
+        f"{len(schema.names)} ({len(schema.feature_columns)} features, target {schema.target})",
+    )
     files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
     table.add_row("data", f"{cfg.data.source} ({files})")
     table.add_row("storage", cfg.storage)
@@ -140,12 +156,21 @@ def _stage_printer():  # type: ignore[no-untyped-def]
 def _trials_table(result: Any) -> Table:
     table = Table(title=f"Tune trials ({result.metric}, best marked ★)", title_justify="left")
     for column in ("#", "model", "params", result.metric, "steps", "status", "time"):
-        table.add_column(column, justify="right" if column in ("#", "steps", "time", result.metric) else "left")
+        table.add_column(
+            column, justify="right" if column in ("#", "steps", "time", result.metric) else "left"
+        )
     for trial in result.trials:
-        params = ", ".join(f"{k}={_fmt(v) if not isinstance(v, float) else f'{v:.3g}'}" for k, v in trial.params.items())
+        params = ", ".join(
+            f"{k}={_fmt(v) if not isinstance(v, float) else f'{v:.3g}'}"
+            for k, v in trial.params.items()
+        )
         star = " ★" if trial.index == result.best_trial.index else ""
         table.add_row(
-            f"{trial.index}{star}", trial.model, params[:60], _fmt(trial.score), str(trial.steps),
+            f"{trial.index}{star}",
+            trial.model,
+            params[:60],
+            _fmt(trial.score),
+            str(trial.steps),
             trial.status if trial.status != "error" else f"[red]error[/] {trial.error or ''}"[:40],
             f"{trial.time_s:.1f}s",
         )
@@ -171,18 +196,26 @@ def _summary(result: Any, config: Path) -> Panel:
     elif result.gate.passed:
         headline = f"[yellow]{result.name} {result.version} registered; passed the gate, not promoted (no --promote)[/]"
     else:
-        headline = f"[yellow]{result.name} {result.version} registered, not promoted: the gate failed[/]"
+        headline = (
+            f"[yellow]{result.name} {result.version} registered, not promoted: the gate failed[/]"
+        )
     lines = [f"gate {verdict} ({result.metric}):"]
     lines += [f"  - {escape(reason)}" for reason in result.gate.reasons]
     rows = result.rows
     lines.append("")
     lines.append(f"data     {rows['total']} rows: {rows['train']} train, {rows['holdout']} holdout")
-    lines.append(f"best     {result.best_trial.model} trial #{result.best_trial.index}, search {result.search_wall_s:.1f}s, total {sum(result.stages.values()):.1f}s")
+    best = result.best_trial
+    total = sum(result.stages.values())
+    lines.append(
+        f"best     {best.model} trial #{best.index}, search {result.search_wall_s:.1f}s, total {total:.1f}s"
+    )
     lines.append(f"files    {result.registry_location}/versions/{result.version}")
     lines.append("")
     lines.append(f"next     raymlops registry show --config {config} {result.version}")
     if not result.promoted:
-        lines.append(f"         raymlops registry promote --config {config} {result.version}   # overrides the gate")
+        lines.append(
+            f"         raymlops registry promote --config {config} {result.version}   # overrides the gate"
+        )
     else:
         lines.append(f"         raymlops registry verify --config {config} champion")
     body = Group(headline, "", metrics, "", "\n".join(lines))
@@ -192,7 +225,9 @@ def _summary(result: Any, config: Path) -> Panel:
 @app.command()
 def train(
     config: ConfigOpt,
-    promote: Annotated[bool, typer.Option("--promote", help="Promote to champion if the gate passes.")] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Promote to champion if the gate passes.")
+    ] = False,
     address: AddressOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Less Tune output.")] = False,
 ) -> None:
@@ -200,7 +235,9 @@ def train(
     from raymlops.pipeline import train as run_train
 
     cfg = _load(config)
-    result = run_train(cfg, promote=promote, address=address, stages=_stage_printer(), verbose=0 if quiet else 1)
+    result = run_train(
+        cfg, promote=promote, address=address, stages=_stage_printer(), verbose=0 if quiet else 1
+    )
     out.print(_trials_table(result))
     out.print(_summary(result, config))
 
@@ -218,8 +255,13 @@ def registry_list(config: ConfigOpt) -> None:
     for info in registry.list():
         s = info.summary
         table.add_row(
-            info.version, info.created_at[:19], str(s.get("model", "-")), str(s.get("metric", "-")),
-            _fmt(s.get("score")), "passed" if s.get("gate_passed") else "failed", ", ".join(info.aliases),
+            info.version,
+            info.created_at[:19],
+            str(s.get("model", "-")),
+            str(s.get("metric", "-")),
+            _fmt(s.get("score")),
+            "passed" if s.get("gate_passed") else "failed",
+            ", ".join(info.aliases),
         )
     out.print(table)
     if not registry.versions():
@@ -240,16 +282,28 @@ def registry_show(
     lineage = json.loads(registry.read_verified(name, "lineage.json", manifest))
     aliases = [a for a, v in registry.aliases().items() if v == name]
     table = Table(show_header=False, box=None)
-    table.add_row("version", f"{registry.name} {name}" + (f"  ({', '.join(aliases)})" if aliases else ""))
+    table.add_row(
+        "version", f"{registry.name} {name}" + (f"  ({', '.join(aliases)})" if aliases else "")
+    )
     table.add_row("created", manifest["created_at"])
-    table.add_row("model", f"{manifest['summary'].get('model')} ({manifest['summary'].get('model_file')})")
+    table.add_row(
+        "model", f"{manifest['summary'].get('model')} ({manifest['summary'].get('model_file')})"
+    )
     table.add_row("holdout", ", ".join(f"{k}={_fmt(v)}" for k, v in metrics["holdout"].items()))
     champ = metrics.get("champion") or {}
     if champ.get("version"):
-        table.add_row("champion then", f"{champ['version']}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in (champ.get("holdout") or {}).items()))
-    table.add_row("gate", ("passed" if gate["passed"] else "failed") + ": " + "; ".join(gate["reasons"]))
+        table.add_row(
+            "champion then",
+            f"{champ['version']}: "
+            + ", ".join(f"{k}={_fmt(v)}" for k, v in (champ.get("holdout") or {}).items()),
+        )
+    table.add_row(
+        "gate", ("passed" if gate["passed"] else "failed") + ": " + "; ".join(gate["reasons"])
+    )
     data = lineage["data"]
-    table.add_row("data", f"{data['source']} (sha256 {data['digest'][:16]}…, {data['rows']['total']} rows)")
+    table.add_row(
+        "data", f"{data['source']} (sha256 {data['digest'][:16]}…, {data['rows']['total']} rows)"
+    )
     table.add_row("parent", str(lineage.get("parent")))
     trial = lineage["trial"]
     table.add_row("trial", f"#{trial['index']} {trial['model']} {json.dumps(trial['params'])}")
@@ -263,7 +317,9 @@ def registry_show(
 @registry_app.command("verify")
 def registry_verify(
     config: ConfigOpt,
-    version: Annotated[str | None, typer.Argument(help="Version or alias (default: all versions).")] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="Version or alias (default: all versions).")
+    ] = None,
 ) -> None:
     """Check every file against its sha256 in MANIFEST.json (exit 4 on a mismatch)."""
     from raymlops.errors import IntegrityError
@@ -274,7 +330,9 @@ def registry_verify(
     for target in targets:
         report = registry.verify(target)
         if report.ok:
-            out.print(f"[green]✓[/] {registry.name} {report.version}: {report.checked} files match the manifest")
+            out.print(
+                f"[green]✓[/] {registry.name} {report.version}: {report.checked} files match the manifest"
+            )
         else:
             failed.append(report.version)
             out.print(f"[red]✗[/] {registry.name} {report.version}:")
@@ -296,7 +354,9 @@ def registry_promote(
     """Point an alias (champion by default) at a version that verifies."""
     registry = _registry(config)
     event = registry.promote(version, alias=alias, reason=reason)
-    out.print(f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  [dim]({event.actor})[/]")
+    out.print(
+        f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  [dim]({event.actor})[/]"
+    )
 
 
 @registry_app.command("rollback")
@@ -308,7 +368,9 @@ def registry_rollback(
     """Point an alias back at the version it had before."""
     registry = _registry(config)
     event = registry.rollback(alias=alias, reason=reason)
-    out.print(f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)")
+    out.print(
+        f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)"
+    )
 
 
 # -- demo ----------------------------------------------------------------------------------------
@@ -345,10 +407,17 @@ def demo(
 
 def _render_data_error(error: DataValidationError) -> None:
     report = error.report
-    if report is None or not getattr(report, "issues", None) and not getattr(report, "problems", None):
+    if (
+        report is None
+        or not getattr(report, "issues", None)
+        and not getattr(report, "problems", None)
+    ):
         err.print(f"[red]error:[/] {escape(str(error))}")
         return
-    table = Table(title=f"data validation failed ({report.rows} rows read); nothing was trained or registered", title_justify="left")
+    table = Table(
+        title=f"data validation failed ({report.rows} rows read); nothing was trained or registered",
+        title_justify="left",
+    )
     for column in ("column", "problem", "bad rows", "expected", "first rows (row: value)"):
         table.add_column(column)
     for issue in report.issues:
@@ -366,14 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=args, prog_name="raymlops", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err.print("aborted")
         return 130
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show(file=sys.stderr)
-        return 2
+        return exc.exit_code or 2
     except DataValidationError as exc:
         _render_data_error(exc)
         return exc.exit_code

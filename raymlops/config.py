@@ -193,7 +193,9 @@ class TrainingConfig(_Strict):
     def _metric_fits_task(self) -> TrainingConfig:
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         if self.metric is None:
-            object.__setattr__(self, "metric", "roc_auc" if self.task == "classification" else "rmse")
+            object.__setattr__(
+                self, "metric", "roc_auc" if self.task == "classification" else "rmse"
+            )
         elif self.metric not in allowed:
             raise ValueError(
                 f"metric {self.metric!r} is not a {self.task} metric; allowed: {', '.join(allowed)}"

@@ -15,8 +15,16 @@ import subprocess
 __all__ = ["code_version", "package_versions"]
 
 _PACKAGES = (
-    "raymlops", "ray", "xgboost", "scikit-learn", "pandas", "numpy", "pyarrow", "skops",
-    "evidently", "pydantic",
+    "raymlops",
+    "ray",
+    "xgboost",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "skops",
+    "evidently",
+    "pydantic",
 )
 
 

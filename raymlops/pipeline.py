@@ -130,7 +130,11 @@ def _champion_metrics(
             note["detail"] = f"{champion} cannot score this holdout"
             return champion, None, f"champion {champion} cannot score this holdout: {exc}"
         note["detail"] = champion
-        return champion, compute_metrics(schema.task, y, scores, n_classes=predictor.n_classes), None
+        return (
+            champion,
+            compute_metrics(schema.task, y, scores, n_classes=predictor.n_classes),
+            None,
+        )
 
 
 def train(
@@ -171,13 +175,17 @@ def train(
         ensure_ray(address)
         import ray
 
-        note["detail"] = f"{len(ray.nodes())} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU"
+        note["detail"] = (
+            f"{len(ray.nodes())} node(s), {int(ray.cluster_resources().get('CPU', 0))} CPU"
+        )
     with stages.stage("read and validate data (Ray Data)") as note:
         data = load_validated(data_source, schema)
         note["detail"] = f"{data.rows} rows ok"
     with stages.stage("split train/holdout") as note:
         split_cfg = config.data.split
-        train_ds, holdout_ds = split(data.dataset, fraction=split_cfg.test_fraction, seed=split_cfg.seed)
+        train_ds, holdout_ds = split(
+            data.dataset, fraction=split_cfg.test_fraction, seed=split_cfg.seed
+        )
         train_rows, holdout_rows = train_ds.count(), holdout_ds.count()
         note["detail"] = f"{train_rows} train, {holdout_rows} holdout (seed {split_cfg.seed})"
         if train_rows == 0 or holdout_rows == 0:
@@ -187,7 +195,9 @@ def train(
             )
     with stages.stage("fit features (Ray Data aggregates)") as note:
         pipeline = fit_pipeline(train_ds, schema)
-        note["detail"] = f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
+        note["detail"] = (
+            f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
+        )
     with stages.stage("transform (map_batches)") as note:
         try:
             x, y, ids = to_numpy(train_ds, pipeline, schema, with_ids=ROW_ID)
@@ -200,8 +210,12 @@ def train(
                 f"column {schema.target!r}: the training rows hold {n_classes} class(es); "
                 "classification needs at least 2"
             )
-        valid_mask = holdout_mask(ids, fraction=config.training.search.validation_fraction, seed=split_cfg.seed + 1)
-        note["detail"] = f"X {x.shape[0]}x{x.shape[1]}; {int(valid_mask.sum())} rows for Tune's validation"
+        valid_mask = holdout_mask(
+            ids, fraction=config.training.search.validation_fraction, seed=split_cfg.seed + 1
+        )
+        note["detail"] = (
+            f"X {x.shape[0]}x{x.shape[1]}; {int(valid_mask.sum())} rows for Tune's validation"
+        )
     with stages.stage("search (Ray Tune)") as note:
         search = run_search(
             config.training,
@@ -211,7 +225,9 @@ def train(
             verbose=verbose,
         )
         best = search.best
-        note["detail"] = f"{len(search.trials)} trials; best {best.model} #{best.index} {search.metric}={best.score:.4f}"
+        note["detail"] = (
+            f"{len(search.trials)} trials; best {best.model} #{best.index} {search.metric}={best.score:.4f}"
+        )
     with stages.stage("refit best on all training rows") as note:
         model_file, model_bytes = refit(best, x, y, config.training, n_classes=n_classes)
         note["detail"] = f"{model_file} ({len(model_bytes) / 1024:.0f} KiB)"
@@ -223,11 +239,15 @@ def train(
         metrics = compute_metrics(schema.task, y_hold, scores, n_classes=n_classes)
         note["detail"] = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     holdout_frame = holdout_ds.to_pandas()
-    champion, champion_metrics, champion_problem = _champion_metrics(registry, holdout_frame, schema, stages)
+    champion, champion_metrics, champion_problem = _champion_metrics(
+        registry, holdout_frame, schema, stages
+    )
     metric = config.training.metric or ""
     gate = decide(metric, metrics, champion_metrics, config.gate, champion_version=champion)
     if champion is not None and champion_metrics is None:
-        gate = GateDecision(False, metric, metrics, None, champion, [champion_problem or "champion not scored"])
+        gate = GateDecision(
+            False, metric, metrics, None, champion, [champion_problem or "champion not scored"]
+        )
     with stages.stage("register version") as note:
         train_frame = train_ds.to_pandas()
         reference = _reference_sample(train_frame, config.data.reference_rows, split_cfg.seed)
@@ -242,7 +262,11 @@ def train(
             "config_hash": config_hash(config),
             "config": config.model_dump(mode="json"),
             "code": code_version(),
-            "seeds": {"split": split_cfg.seed, "search": config.training.search.seed, "trial": best.seed},
+            "seeds": {
+                "split": split_cfg.seed,
+                "search": config.training.search.seed,
+                "trial": best.seed,
+            },
             "packages": package_versions(),
             "trial": {
                 "index": best.index,

@@ -101,7 +101,9 @@ def load_predictor(registry: Registry, ref: str = "champion") -> Predictor:
     try:
         model = load_model(kind, read(model_file))
     except Exception as exc:  # a verified file that still does not load is a registry problem
-        raise IntegrityError(f"{registry.name} {version}: cannot load {model_file}: {exc}") from None
+        raise IntegrityError(
+            f"{registry.name} {version}: cannot load {model_file}: {exc}"
+        ) from None
     return Predictor(registry.name, version, kind, schema, pipeline, model, metrics)
 
 

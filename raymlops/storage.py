@@ -83,7 +83,11 @@ class Storage:
 
     def path(self, *parts: str) -> str:
         """The absolute path of ``parts`` under the root."""
-        return posixpath.join(self.root, *parts) if not self.is_local else os.path.join(self.root, *parts)
+        return (
+            posixpath.join(self.root, *parts)
+            if not self.is_local
+            else os.path.join(self.root, *parts)
+        )
 
     def exists(self, relpath: str) -> bool:
         return self.fs.get_file_info(self.path(relpath)).type != pafs.FileType.NotFound
@@ -94,7 +98,9 @@ class Storage:
     def list_dir(self, relpath: str) -> list[str]:
         """Names directly under ``relpath`` (empty when it does not exist)."""
         selector = pafs.FileSelector(self.path(relpath), allow_not_found=True, recursive=False)
-        return sorted(posixpath.basename(i.path.rstrip("/")) for i in self.fs.get_file_info(selector))
+        return sorted(
+            posixpath.basename(i.path.rstrip("/")) for i in self.fs.get_file_info(selector)
+        )
 
     def read_bytes(self, relpath: str) -> bytes:
         try:

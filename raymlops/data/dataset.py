@@ -65,9 +65,7 @@ def _read(source: str, schema: Schema) -> tuple[ray.data.Dataset, list[str], str
         )
     else:
         dataset = ray.data.read_parquet(resolved.files, filesystem=resolved.filesystem)
-    digests = ray.get(
-        [_file_digest.remote(resolved.filesystem, path) for path in resolved.files]
-    )
+    digests = ray.get([_file_digest.remote(resolved.filesystem, path) for path in resolved.files])
     combined = hashlib.sha256("".join(digests).encode()).hexdigest()
     return dataset, resolved.files, combined
 

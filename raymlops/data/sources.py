@@ -103,9 +103,7 @@ def _list_local(source: str) -> list[tuple[str, int]]:
     if _has_glob(path):
         matches = sorted(glob.glob(path, recursive=True))
     elif os.path.isdir(path):
-        matches = sorted(
-            os.path.join(root, f) for root, _, names in os.walk(path) for f in names
-        )
+        matches = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
     elif os.path.exists(path):
         matches = [path]
     else:
@@ -134,7 +132,9 @@ def _list_remote(fs: pafs.FileSystem, path: str, pattern: str | None) -> list[tu
     if info.type == pafs.FileType.NotFound:
         raise ConfigError(f"data.source: not found: {path}")
     selector = pafs.FileSelector(path, recursive=True)
-    found = [(i.path, i.size or 0) for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    found = [
+        (i.path, i.size or 0) for i in fs.get_file_info(selector) if i.type == pafs.FileType.File
+    ]
     if pattern:
         # fnmatch's "*" also crosses "/", so "data/*.csv" behaves like "data/**/*.csv" here
         found = [(p, s) for p, s in found if fnmatch.fnmatch(p, pattern)]

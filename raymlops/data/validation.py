@@ -129,7 +129,11 @@ class _Collector:
         if not count:
             return
         positions = np.flatnonzero(mask)[:MAX_EXAMPLES]
-        values = self.raw[column].to_numpy()[positions] if column in self.raw else [None] * len(positions)
+        values = (
+            self.raw[column].to_numpy()[positions]
+            if column in self.raw
+            else [None] * len(positions)
+        )
         examples = [
             (self.row_offset + int(p) + 1, _show(v)) for p, v in zip(positions, values, strict=True)
         ]
@@ -189,7 +193,9 @@ def _coerce_column(series: pd.Series, spec: ColumnSpec, name: str, out: _Collect
             out.add(name, "out of range", expected, ok & (values > spec.max))
         values = np.where(ok, values, np.nan)
         if spec.type == "int":
-            return pd.Series(pd.array(np.where(ok, values, 0).astype("int64"), dtype="Int64"), index=index).mask(~ok)
+            return pd.Series(
+                pd.array(np.where(ok, values, 0).astype("int64"), dtype="Int64"), index=index
+            ).mask(~ok)
         return pd.Series(values, index=index, dtype="float64")
     if spec.type == "bool":
         if pd.api.types.is_bool_dtype(series):
@@ -218,7 +224,9 @@ def _coerce_column(series: pd.Series, spec: ColumnSpec, name: str, out: _Collect
             parsed = pd.to_datetime(series, utc=True)
         else:
             text = series.astype("string").str.strip().where(present)
-            parsed = pd.to_datetime(text, errors="coerce", utc=True, format=spec.format or "ISO8601")
+            parsed = pd.to_datetime(
+                text, errors="coerce", utc=True, format=spec.format or "ISO8601"
+            )
         wrong = present & parsed.isna().to_numpy()
         out.add(name, "wrong type", expected, wrong)
         return parsed

@@ -24,7 +24,9 @@ from raymlops.schema import Schema
 __all__ = ["fit_pipeline", "fit_stats", "to_numpy"]
 
 
-def fit_stats(dataset: ray.data.Dataset, schema: Schema) -> tuple[dict[str, ColumnStats], list[Any]]:
+def fit_stats(
+    dataset: ray.data.Dataset, schema: Schema
+) -> tuple[dict[str, ColumnStats], list[Any]]:
     """Per-feature statistics and the sorted target classes, with Ray Data aggregates."""
     target = schema.target
     view = dataset.map_batches(
@@ -81,7 +83,9 @@ def _number(value: Any) -> float | None:
     return None if np.isnan(value) else value
 
 
-def _frequencies(counter: dict[str, list[Any]] | None, *, keep_type: bool = False) -> dict[Any, int]:
+def _frequencies(
+    counter: dict[str, list[Any]] | None, *, keep_type: bool = False
+) -> dict[Any, int]:
     if not counter:
         return {}
     out: dict[Any, int] = {}
@@ -104,7 +108,11 @@ def fit_pipeline(dataset: ray.data.Dataset, schema: Schema) -> FeaturePipeline:
 
 
 def to_numpy(
-    dataset: ray.data.Dataset, pipeline: FeaturePipeline, schema: Schema, *, with_ids: str | None = None
+    dataset: ray.data.Dataset,
+    pipeline: FeaturePipeline,
+    schema: Schema,
+    *,
+    with_ids: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Apply the transform with ``map_batches`` and collect (X, y, row ids) as numpy arrays."""
     target = schema.target

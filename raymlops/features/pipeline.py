@@ -156,12 +156,20 @@ class FeaturePipeline:
                 if spec.categories:
                     categories, other = list(spec.categories), spec.unknown == "ignore"
                 else:
-                    ranked = sorted((column.frequencies or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+                    ranked = sorted(
+                        (column.frequencies or {}).items(), key=lambda kv: (-kv[1], kv[0])
+                    )
                     categories = [k for k, _ in ranked[:MAX_LEARNED_CATEGORIES]]
                     other = True
                 encodings.append(
-                    _Encoding(name, "category", spec.type, categories=categories, other=other,
-                              missing_indicator=spec.nullable)
+                    _Encoding(
+                        name,
+                        "category",
+                        spec.type,
+                        categories=categories,
+                        other=other,
+                        missing_indicator=spec.nullable,
+                    )
                 )
                 continue
             std = column.std if column.std and np.isfinite(column.std) and column.std > 0 else 1.0
@@ -170,8 +178,14 @@ class FeaturePipeline:
             if kind == "bool":
                 mean, std = 0.0, 1.0
             encodings.append(
-                _Encoding(name, kind, spec.type, mean=float(mean), std=float(std),
-                          missing_indicator=spec.nullable)
+                _Encoding(
+                    name,
+                    kind,
+                    spec.type,
+                    mean=float(mean),
+                    std=float(std),
+                    missing_indicator=spec.nullable,
+                )
             )
         target = TargetEncoder(schema.task, list(classes or []))
         return cls(encodings=encodings, target=target, stats=dict(stats))

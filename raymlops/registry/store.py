@@ -126,7 +126,11 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Complete versions (with a manifest), oldest first."""
-        return [f"v{n}" for n in self._numbers() if self.storage.exists(self._p("versions", f"v{n}", MANIFEST))]
+        return [
+            f"v{n}"
+            for n in self._numbers()
+            if self.storage.exists(self._p("versions", f"v{n}", MANIFEST))
+        ]
 
     def register(
         self,
@@ -152,7 +156,9 @@ class Registry:
                 "name": self.name,
                 "version": version,
                 "created_at": _now(),
-                "files": {n: {"sha256": sha256(b), "bytes": len(b)} for n, b in sorted(files.items())},
+                "files": {
+                    n: {"sha256": sha256(b), "bytes": len(b)} for n, b in sorted(files.items())
+                },
                 "summary": summary or {},
             }
             try:
@@ -174,9 +180,13 @@ class Registry:
         try:
             payload = self.storage.read_json(self._p("versions", version, MANIFEST))
         except FileNotFoundError:
-            raise RegistryError(f"{self.name} {version}: no manifest (incomplete version)") from None
+            raise RegistryError(
+                f"{self.name} {version}: no manifest (incomplete version)"
+            ) from None
         except ValueError:
-            raise IntegrityError(f"{self.name} {version}: MANIFEST.json is not valid JSON") from None
+            raise IntegrityError(
+                f"{self.name} {version}: MANIFEST.json is not valid JSON"
+            ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("files"), dict):
             raise IntegrityError(f"{self.name} {version}: MANIFEST.json has no file list")
         return payload
@@ -184,7 +194,9 @@ class Registry:
     def info(self, version: str) -> VersionInfo:
         manifest = self.manifest(version)
         aliases = [a for a, v in self.aliases().items() if v == manifest["version"]]
-        return VersionInfo(manifest["version"], manifest["created_at"], manifest.get("summary", {}), aliases)
+        return VersionInfo(
+            manifest["version"], manifest["created_at"], manifest.get("summary", {}), aliases
+        )
 
     def list(self) -> list[VersionInfo]:
         """Every complete version with its aliases, oldest first."""
@@ -193,10 +205,14 @@ class Registry:
         for version in self.versions():
             manifest = self.manifest(version)
             tags = [a for a, v in aliases.items() if v == version]
-            out.append(VersionInfo(version, manifest["created_at"], manifest.get("summary", {}), tags))
+            out.append(
+                VersionInfo(version, manifest["created_at"], manifest.get("summary", {}), tags)
+            )
         return out
 
-    def read_verified(self, version: str, filename: str, manifest: dict[str, Any] | None = None) -> bytes:
+    def read_verified(
+        self, version: str, filename: str, manifest: dict[str, Any] | None = None
+    ) -> bytes:
         """The bytes of one file, after checking them against the manifest's sha256.
 
         Raises:
@@ -274,7 +290,9 @@ class Registry:
             return []
         return [AuditEvent(**json.loads(line)) for line in text.splitlines() if line.strip()]
 
-    def _move_alias(self, alias: str, version: str, *, action: str, reason: str, actor: str | None) -> AuditEvent:
+    def _move_alias(
+        self, alias: str, version: str, *, action: str, reason: str, actor: str | None
+    ) -> AuditEvent:
         report = self.verify(version)
         if not report.ok:
             raise IntegrityError(
@@ -282,13 +300,21 @@ class Registry:
                 + "\n  ".join(report.problems)
             )
         aliases = self.aliases()
-        event = AuditEvent(_now(), action, alias, version, aliases.get(alias), actor or _actor(), reason)
-        lines = self.storage.read_bytes(self._p("audit.jsonl")) if self.storage.exists(self._p("audit.jsonl")) else b""
+        event = AuditEvent(
+            _now(), action, alias, version, aliases.get(alias), actor or _actor(), reason
+        )
+        lines = (
+            self.storage.read_bytes(self._p("audit.jsonl"))
+            if self.storage.exists(self._p("audit.jsonl"))
+            else b""
+        )
         self.storage.write_bytes(self._p("audit.jsonl"), lines + event.to_json().encode() + b"\n")
         self.storage.write_json(self._p("aliases.json"), {**aliases, alias: version})
         return event
 
-    def promote(self, ref: str, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None) -> AuditEvent:
+    def promote(
+        self, ref: str, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None
+    ) -> AuditEvent:
         """Point ``alias`` at a version that verifies, and log it.
 
         Raises:
@@ -296,7 +322,9 @@ class Registry:
             IntegrityError: the version does not verify.
         """
         if not _ALIAS.match(alias) or _VERSION.match(alias):
-            raise RegistryError(f"alias {alias!r} is not a valid name (lowercase letters, digits, - and _)")
+            raise RegistryError(
+                f"alias {alias!r} is not a valid name (lowercase letters, digits, - and _)"
+            )
         with self.storage.lock(self._p(".lock")):
             version = self.resolve(ref)
             return self._move_alias(alias, version, action="promote", reason=reason, actor=actor)
@@ -315,7 +343,9 @@ class Registry:
                 stack.append(event.version)
         return stack
 
-    def rollback(self, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None) -> AuditEvent:
+    def rollback(
+        self, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None
+    ) -> AuditEvent:
         """Point ``alias`` back at the version it had before its current one.
 
         Raises:
@@ -327,5 +357,9 @@ class Registry:
             if current is not None and (not history or history[-1] != current):
                 history.append(current)
             if len(history) < 2:
-                raise RegistryError(f"{self.name}: {alias!r} has no earlier version to roll back to")
-            return self._move_alias(alias, history[-2], action="rollback", reason=reason, actor=actor)
+                raise RegistryError(
+                    f"{self.name}: {alias!r} has no earlier version to roll back to"
+                )
+            return self._move_alias(
+                alias, history[-2], action="rollback", reason=reason, actor=actor
+            )

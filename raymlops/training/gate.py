@@ -50,18 +50,36 @@ def decide(
 ) -> GateDecision:
     """Compare challenger and champion metrics (same holdout) under the gate's rules."""
     if champion is None:
-        return GateDecision(True, metric, challenger, None, None, ["no champion yet: the first model becomes champion"])
+        return GateDecision(
+            True,
+            metric,
+            challenger,
+            None,
+            None,
+            ["no champion yet: the first model becomes champion"],
+        )
     reasons: list[str] = []
     passed = True
     new, old = challenger[metric], champion[metric]
     if math.isnan(new):
-        return GateDecision(False, metric, challenger, champion, champion_version, [f"{metric} of the challenger is undefined on this holdout"])
+        return GateDecision(
+            False,
+            metric,
+            challenger,
+            champion,
+            champion_version,
+            [f"{metric} of the challenger is undefined on this holdout"],
+        )
     gain = _gain(metric, new, old) if not math.isnan(old) else math.inf
     if gain >= gate.min_improvement:
-        reasons.append(f"{metric} {new:.4f} vs champion {old:.4f}: change {gain:+.4f} >= required {gate.min_improvement:+.4f}")
+        reasons.append(
+            f"{metric} {new:.4f} vs champion {old:.4f}: change {gain:+.4f} >= required {gate.min_improvement:+.4f}"
+        )
     else:
         passed = False
-        reasons.append(f"{metric} {new:.4f} vs champion {old:.4f}: change {gain:+.4f} < required {gate.min_improvement:+.4f}")
+        reasons.append(
+            f"{metric} {new:.4f} vs champion {old:.4f}: change {gain:+.4f} < required {gate.min_improvement:+.4f}"
+        )
     if gate.max_metric_drop is not None:
         for name, value in challenger.items():
             if name == metric or name not in champion:
@@ -69,5 +87,7 @@ def decide(
             drop = -_gain(name, value, champion[name])
             if not math.isnan(drop) and drop > gate.max_metric_drop:
                 passed = False
-                reasons.append(f"{name} got worse by {drop:.4f} (> max_metric_drop {gate.max_metric_drop:.4f})")
+                reasons.append(
+                    f"{name} got worse by {drop:.4f} (> max_metric_drop {gate.max_metric_drop:.4f})"
+                )
     return GateDecision(passed, metric, challenger, champion, champion_version, reasons)

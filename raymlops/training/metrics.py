@@ -58,12 +58,24 @@ def compute_metrics(
         "roc_auc": auc,
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "f1": float(
-            skm.f1_score(y_true, y_pred, average="binary" if binary else "macro", labels=labels if not binary else None, zero_division=0)
+            skm.f1_score(
+                y_true,
+                y_pred,
+                average="binary" if binary else "macro",
+                labels=labels if not binary else None,
+                zero_division=0,
+            )
         ),
         "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=labels)),
     }
 
 
-def score(task: str, metric: str, y_true: np.ndarray, predictions: np.ndarray, n_classes: int | None = None) -> float:
+def score(
+    task: str,
+    metric: str,
+    y_true: np.ndarray,
+    predictions: np.ndarray,
+    n_classes: int | None = None,
+) -> float:
     """One metric (used per report inside Tune trials)."""
     return compute_metrics(task, y_true, predictions, n_classes=n_classes)[metric]

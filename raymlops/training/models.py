@@ -65,6 +65,11 @@ MODEL_FILES = {
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 _RF_TREES_PER_STEP = 25
+_SKLEARN_CLASSES = {
+    "random_forest": ("RandomForestClassifier", "RandomForestRegressor"),
+    "logistic_regression": ("LogisticRegression",),
+    "ridge": ("Ridge",),
+}
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,9 @@ def _fit_sklearn(spec, x, y, options, valid, on_step):  # type: ignore[no-untype
         model.n_estimators = min(step * _RF_TREES_PER_STEP, target_trees)
         model.fit(x, y)
         if on_step is not None and valid is not None:
-            on_step(step, predict_scores(model, spec.model, options.task, valid[0], options.n_classes))
+            on_step(
+                step, predict_scores(model, spec.model, options.task, valid[0], options.n_classes)
+            )
     return model, steps
 
 
@@ -229,7 +236,9 @@ def _as_scores(raw: np.ndarray, options: FitOptions) -> np.ndarray:
     return raw
 
 
-def predict_scores(model: Any, kind: str, task: str, x: np.ndarray, n_classes: int = 0) -> np.ndarray:
+def predict_scores(
+    model: Any, kind: str, task: str, x: np.ndarray, n_classes: int = 0
+) -> np.ndarray:
     """Class probabilities (n, k) for classification, values (n,) for regression."""
     if kind == "xgboost":
         raw = model.inplace_predict(np.ascontiguousarray(x, dtype=np.float64))
@@ -274,4 +283,8 @@ def load_model(kind: str, data: bytes) -> Any:
     untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in SKOPS_TRUSTED_TYPES]
     if untrusted:
         raise ValueError(f"model file holds types that are not trusted: {', '.join(untrusted)}")
-    return sio.loads(data, trusted=SKOPS_TRUSTED_TYPES)
+    model = sio.loads(data, trusted=SKOPS_TRUSTED_TYPES)
+    expected = _SKLEARN_CLASSES[kind]
+    if type(model).__name__ not in expected:
+        raise ValueError(f"a {kind} file holds a {type(model).__name__}, not one of {expected}")
+    return model

@@ -36,7 +36,9 @@ def test_invalid_configs_fail_with_their_message(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
-def test_config_check_exits_2_with_one_message(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_exits_2_with_one_message(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["config", "check", "--config", str(path)])
     captured = capsys.readouterr()
     assert code == 2
@@ -44,14 +46,19 @@ def test_config_check_exits_2_with_one_message(path: Path, capsys: pytest.Captur
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_missing_config_file_names_the_path_and_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_file_names_the_path_and_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nope.yaml"
     assert main(["config", "check", "--config", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert str(missing) in err and "raymlops init" in err
+    assert str(missing) in err
+    assert "raymlops init" in err
 
 
-def test_missing_data_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_file_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         "name: x\ndata: {source: ./data/none.csv, target: y, columns: {a: {type: float}}}\n"
@@ -59,10 +66,13 @@ def test_missing_data_file_exits_2_naming_it(tmp_path: Path, capsys: pytest.Capt
     )
     assert main(["config", "check", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "data.source" in err and "none.csv" in err
+    assert "data.source" in err
+    assert "none.csv" in err
 
 
-def test_unreachable_storage_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_storage_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = tmp_path / "c.yaml"
@@ -73,7 +83,8 @@ def test_unreachable_storage_exits_2_naming_it(tmp_path: Path, capsys: pytest.Ca
     )
     assert main(["config", "check", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "storage" in err and str(blocker) in err
+    assert "storage" in err
+    assert str(blocker) in err
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
@@ -92,8 +103,14 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
 
 def test_config_hash_ignores_formatting(tmp_path: Path) -> None:
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text("name: x\ndata: {source: sklearn:iris, target: target, columns: {a: {type: float}}}\ntraining: {task: classification}\n")
-    b.write_text("training:\n  task: classification\nname: x\ndata:\n  target: target\n  source: sklearn:iris\n  columns:\n    a: {type: float}\n")
+    a.write_text(
+        "name: x\ndata: {source: sklearn:iris, target: target, columns: {a: {type: float}}}\n"
+        "training: {task: classification}\n"
+    )
+    b.write_text(
+        "training:\n  task: classification\nname: x\ndata:\n  target: target\n"
+        "  source: sklearn:iris\n  columns:\n    a: {type: float}\n"
+    )
     assert config_hash(load_config(a)) == config_hash(load_config(b))
 
 

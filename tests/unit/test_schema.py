@@ -29,7 +29,9 @@ def schema() -> Schema:
 def test_roles_decide_features_and_inputs(schema: Schema) -> None:
     assert schema.feature_columns == ["age", "spend", "plan", "region", "autopay"]
     assert schema.input_columns == ["id", "when", "age", "spend", "plan", "region", "autopay"]
-    assert schema.target_spec.type == "category", "an undeclared classification target is a category"
+    assert schema.target_spec.type == "category", (
+        "an undeclared classification target is a category"
+    )
 
 
 def test_row_model_enforces_types_ranges_and_categories(schema: Schema) -> None:
@@ -52,7 +54,8 @@ def test_row_model_enforces_types_ranges_and_categories(schema: Schema) -> None:
 
 def test_row_model_documents_columns_for_openapi(schema: Schema) -> None:
     properties = schema.row_model().model_json_schema()["properties"]
-    assert properties["age"]["minimum"] == 0 and properties["age"]["maximum"] == 120
+    assert properties["age"]["minimum"] == 0
+    assert properties["age"]["maximum"] == 120
     assert properties["plan"]["enum"] == ["basic", "pro"]
     assert "one of basic, pro" in properties["plan"]["description"]
 

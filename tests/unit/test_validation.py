@@ -64,7 +64,9 @@ def test_good_rows_are_typed() -> None:
         ("y", None, "null in non-nullable column"),
     ],
 )
-def test_each_bad_value_is_reported_with_row_and_value(column: str, value: object, problem: str) -> None:
+def test_each_bad_value_is_reported_with_row_and_value(
+    column: str, value: object, problem: str
+) -> None:
     frame = good()
     frame.loc[2, column] = value
     found = issues(frame, offset=100)
@@ -86,15 +88,24 @@ def test_missing_and_extra_columns() -> None:
 
 
 def test_extra_columns_can_be_ignored() -> None:
-    schema = Schema.from_columns(dict(SCHEMA.columns), target="y", task="classification", extra="ignore")
+    schema = Schema.from_columns(
+        dict(SCHEMA.columns), target="y", task="classification", extra="ignore"
+    )
     typed, report = validate_frame(good().assign(surprise=1), schema)
-    assert report.ok and "surprise" not in typed
+    assert report.ok
+    assert "surprise" not in typed
 
 
 def test_typed_parquet_input_is_accepted() -> None:
     frame = pd.DataFrame(
-        {"age": [30, 40], "spend": [1.0, np.nan], "plan": ["pro", "basic"], "autopay": [True, False],
-         "signup": pd.to_datetime(["2024-01-01", "2024-01-02"]), "y": ["a", "b"]}
+        {
+            "age": [30, 40],
+            "spend": [1.0, np.nan],
+            "plan": ["pro", "basic"],
+            "autopay": [True, False],
+            "signup": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+            "y": ["a", "b"],
+        }
     )
     _, report = validate_frame(frame, SCHEMA)
     assert report.ok, report.render()
@@ -108,11 +119,13 @@ def test_reports_merge_counts_and_keep_first_rows() -> None:
     _, second = validate_frame(b, SCHEMA, row_offset=4)
     merged = ValidationReport.merge([second, first])
     (issue,) = merged.issues
-    assert issue.count == 3 and merged.rows == 8
+    assert issue.count == 3
+    assert merged.rows == 8
     assert [r for r, _ in issue.examples] == [2, 4, 5]
     assert "column 'age': wrong type in 3 row(s)" in merged.render()
 
 
 def test_empty_data_is_not_ok() -> None:
     merged = ValidationReport.merge([validate_frame(good(0), SCHEMA)[1]])
-    assert not merged.ok and "no data rows" in merged.problems
+    assert not merged.ok
+    assert "no data rows" in merged.problems

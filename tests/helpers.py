@@ -1,0 +1,116 @@
+"""Test helpers that need no Ray: a pandas oracle for feature statistics, and registering a
+real (small) model version in-process, so registry and loading tests run in milliseconds."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+from raymlops.data.validation import validate_frame
+from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
+from raymlops.registry import Registry
+from raymlops.schema import Schema
+from raymlops.training.metrics import compute_metrics
+from raymlops.training.models import FitOptions, TrialSpec, dump_model, fit_model, predict_scores
+
+
+def pandas_stats(frame: pd.DataFrame, schema: Schema) -> dict[str, ColumnStats]:
+    """What the Ray Data aggregates must compute, in plain pandas."""
+    view = numeric_view(frame, schema)
+    out = {}
+    for name in schema.feature_columns:
+        column = view[name]
+        if schema.columns[name].type == "category":
+            counts = column.dropna().value_counts()
+            out[name] = ColumnStats(
+                int(column.notna().sum()),
+                int(column.isna().sum()),
+                frequencies={str(k): int(v) for k, v in counts.items()},
+            )
+        else:
+            out[name] = ColumnStats(
+                int(column.notna().sum()),
+                int(column.isna().sum()),
+                float(column.mean()),
+                float(column.std(ddof=0)),
+                float(column.min()),
+                float(column.max()),
+            )
+    return out
+
+
+def register_model(
+    registry: Registry,
+    raw: pd.DataFrame,
+    schema: Schema,
+    *,
+    model: str = "logistic_regression",
+    params: dict | None = None,
+) -> str:
+    """Fit ``model`` on ``raw`` without Ray and register it like the pipeline does."""
+    typed, report = validate_frame(raw, schema)
+    assert report.ok, report.render()
+    classes = sorted(typed[schema.target].dropna().unique().tolist())
+    pipeline = FeaturePipeline.from_stats(schema, pandas_stats(typed, schema), classes)
+    x = pipeline.transform(typed).to_numpy()
+    y = pipeline.target.encode(typed[schema.target])
+    spec = TrialSpec(0, model, params or {"C": 1.0}, 0)
+    options = FitOptions(task=schema.task, n_classes=len(classes))
+    fitted, _ = fit_model(spec, x, y, options)
+    filename, data = dump_model(fitted, model)
+    metrics = compute_metrics(
+        schema.task,
+        y,
+        predict_scores(fitted, model, schema.task, x, len(classes)),
+        n_classes=len(classes),
+    )
+    buffer = io.BytesIO()
+    typed.to_parquet(buffer, index=False)
+    files = {
+        filename: data,
+        "features.json": pipeline.to_json().encode(),
+        "schema.json": json.dumps(schema.to_dict()).encode(),
+        "reference.parquet": buffer.getvalue(),
+        "metrics.json": json.dumps({"metric": "roc_auc", "holdout": metrics}).encode(),
+        "gate.json": b"{}",
+        "lineage.json": b"{}",
+    }
+    summary = {
+        "model": model,
+        "model_file": filename,
+        "metric": "roc_auc",
+        "score": metrics["roc_auc"],
+        "gate_passed": True,
+    }
+    return registry.register(files, summary=summary)
+
+
+def random_rows(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=rows)
+    return pd.DataFrame(
+        {"x": x, "y": np.where(x + rng.normal(scale=0.5, size=rows) > 0, "pos", "neg")}
+    )
+
+
+def promote_series(root: str, versions: list[str], delay: float) -> None:
+    """Promote each version in turn (run in a child process), slowing every storage write so
+    that promoters without a lock would interleave their read-modify-writes."""
+    import os
+    import time
+
+    from raymlops.storage import Storage
+
+    original = Storage.write_bytes
+
+    def slow(self: Storage, relpath: str, data: bytes) -> None:
+        time.sleep(delay)
+        original(self, relpath, data)
+
+    Storage.write_bytes = slow  # type: ignore[method-assign]
+    registry = Registry(Storage.from_uri(root), "demo")
+    for version in versions:
+        registry.promote(version, reason=f"pid {os.getpid()}")

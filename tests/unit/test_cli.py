@@ -1,0 +1,89 @@
+"""The CLI without Ray: init, config check, registry commands and their exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raymlops.cli import main
+from raymlops.config import ColumnSpec, load_config
+from raymlops.pipeline import open_registry
+from raymlops.schema import Schema
+from tests.helpers import random_rows, register_model
+
+SCHEMA = Schema.from_columns({"x": ColumnSpec(type="float")}, target="y", task="classification")
+
+
+def test_init_writes_a_project_that_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init", str(tmp_path / "p")]) == 0
+    config = tmp_path / "p" / "raymlops.yaml"
+    assert (tmp_path / "p" / "data" / "train.csv").stat().st_size > 10_000
+    assert main(["config", "check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out
+    assert "classification / roc_auc" in out
+    assert main(["init", str(tmp_path / "p")]) == 1, "an existing project is not overwritten"
+
+
+def test_init_breast_cancer_example_loads(tmp_path: Path) -> None:
+    assert main(["init", str(tmp_path), "--example", "breast_cancer"]) == 0
+    config = load_config(tmp_path / "raymlops.yaml")
+    assert config.data.source == "sklearn:breast_cancer"
+    assert len(config.data.columns) == 31
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    config = tmp_path / "raymlops.yaml"
+    config.write_text(
+        "name: demo\nstorage: ./store\n"
+        "data: {source: sklearn:iris, target: y, columns: {x: {type: float}}}\n"
+        "training: {task: classification}\n"
+    )
+    registry = open_registry(load_config(config))
+    for seed in range(2):
+        register_model(registry, random_rows(100, seed=seed), SCHEMA)
+    return config
+
+
+def test_registry_list_show_promote_rollback(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ["--config", str(project)]
+    assert main(["registry", "list", *c]) == 0
+    assert "v1" in capsys.readouterr().out
+    assert main(["registry", "promote", *c, "v1"]) == 0
+    assert main(["registry", "promote", *c, "v2", "--reason", "better"]) == 0
+    assert "v1 → v2" in capsys.readouterr().out
+    assert main(["registry", "rollback", *c]) == 0
+    assert "v2 → v1" in capsys.readouterr().out
+    assert main(["registry", "verify", *c]) == 0
+
+
+def test_registry_errors_exit_2_with_a_message(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ["--config", str(project)]
+    assert main(["registry", "promote", *c, "v7"]) == 2
+    assert "no version v7" in capsys.readouterr().err
+    assert main(["registry", "rollback", *c]) == 2
+
+
+def test_registry_verify_fails_with_exit_4_on_tampering(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = project.parent / "store" / "models" / "demo" / "versions" / "v2" / "model.skops"
+    model.write_bytes(model.read_bytes() + b"!")
+    assert main(["registry", "verify", "--config", str(project)]) == 4
+    captured = capsys.readouterr()
+    assert "v1: 7 files match" in captured.out
+    assert "model.skops does not match its sha256" in captured.out
+    assert main(["registry", "promote", "--config", str(project), "v2"]) == 4
+
+
+def test_unknown_command_and_option_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trane"]) == 2
+    assert main(["train", "--config"]) == 2

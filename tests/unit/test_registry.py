@@ -1,0 +1,166 @@
+"""Registry: immutable verified versions, atomic aliases, crash safety, serialized promoters."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from raymlops.config import ColumnSpec
+from raymlops.errors import IntegrityError, RegistryError
+from raymlops.predictor import load_predictor
+from raymlops.registry import Registry
+from raymlops.registry.store import MANIFEST
+from raymlops.schema import Schema
+from raymlops.storage import Storage
+from tests.helpers import promote_series, random_rows, register_model
+
+SCHEMA = Schema.from_columns({"x": ColumnSpec(type="float")}, target="y", task="classification")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(Storage.from_uri(str(tmp_path / "store")), "demo")
+
+
+def test_versions_are_numbered_and_verify(registry: Registry) -> None:
+    v1 = register_model(registry, random_rows(200), SCHEMA)
+    v2 = register_model(registry, random_rows(200, seed=1), SCHEMA)
+    assert (v1, v2) == ("v1", "v2")
+    assert registry.versions() == ["v1", "v2"]
+    report = registry.verify("v2")
+    assert report.ok
+    assert report.checked == 7
+
+
+def test_loading_checks_sha256_and_refuses_a_tampered_model(
+    registry: Registry, tmp_path: Path
+) -> None:
+    version = register_model(registry, random_rows(200), SCHEMA)
+    predictor = load_predictor(registry, version)
+    assert predictor.version == "v1"
+    assert predictor.kind == "logistic_regression"
+    model_file = tmp_path / "store" / "models" / "demo" / "versions" / "v1" / "model.skops"
+    model_file.write_bytes(model_file.read_bytes()[:-10] + b"0123456789")
+    report = registry.verify(version)
+    assert not report.ok
+    assert "model.skops does not match its sha256" in report.problems[0]
+    with pytest.raises(IntegrityError, match="refusing to load"):
+        load_predictor(registry, version)
+
+
+def test_a_file_added_to_a_version_fails_verification(registry: Registry, tmp_path: Path) -> None:
+    register_model(registry, random_rows(200), SCHEMA)
+    (tmp_path / "store" / "models" / "demo" / "versions" / "v1" / "extra.bin").write_bytes(b"x")
+    assert "extra.bin is not in the manifest" in registry.verify("v1").problems[0]
+
+
+def test_crash_before_the_manifest_leaves_no_visible_version(
+    registry: Registry, tmp_path: Path
+) -> None:
+    def crash(version: str) -> None:
+        raise KeyboardInterrupt("power cut")
+
+    with pytest.raises(KeyboardInterrupt):
+        registry.register({"model.ubj": b"abc"}, before_manifest=crash)
+    assert registry.versions() == []
+    leftovers = os.listdir(tmp_path / "store" / "models" / "demo" / "versions")
+    assert leftovers == [], f"staging files are cleaned up: {leftovers}"
+    assert registry.register({"model.ubj": b"abc"}) == "v1"
+
+
+def test_crash_between_registering_and_moving_the_alias_keeps_the_old_champion(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = register_model(registry, random_rows(200), SCHEMA)
+    registry.promote(v1, reason="first")
+    v2 = register_model(registry, random_rows(200, seed=2), SCHEMA)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("crash before the alias moves")
+
+    monkeypatch.setattr(Storage, "write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        registry.promote(v2, reason="second")
+    monkeypatch.undo()
+    assert registry.champion() == "v1"
+    assert registry.verify(v2).ok, "the new version stays complete and can be promoted later"
+    load_predictor(registry, "champion")
+
+
+def test_promote_refuses_a_version_that_does_not_verify(registry: Registry, tmp_path: Path) -> None:
+    v1 = register_model(registry, random_rows(200), SCHEMA)
+    (tmp_path / "store" / "models" / "demo" / "versions" / "v1" / "metrics.json").write_text("{}")
+    with pytest.raises(IntegrityError, match="does not verify"):
+        registry.promote(v1)
+    assert registry.champion() is None
+
+
+def test_promote_and_rollback_are_audited(registry: Registry) -> None:
+    for seed in range(3):
+        registry.promote(
+            register_model(registry, random_rows(100, seed=seed), SCHEMA), reason=f"r{seed}"
+        )
+    assert registry.champion() == "v3"
+    event = registry.rollback(reason="bad deploy")
+    assert (event.previous, event.version) == ("v3", "v2")
+    assert registry.rollback().version == "v1"
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback()
+    actions = [(e.action, e.version) for e in registry.audit()]
+    assert actions == [
+        ("promote", "v1"),
+        ("promote", "v2"),
+        ("promote", "v3"),
+        ("rollback", "v2"),
+        ("rollback", "v1"),
+    ]
+
+
+def test_unknown_versions_and_aliases_are_clear_errors(registry: Registry) -> None:
+    register_model(registry, random_rows(100), SCHEMA)
+    with pytest.raises(RegistryError, match=r"no version v9 \(versions: v1\)"):
+        registry.resolve("v9")
+    with pytest.raises(RegistryError, match="no alias 'champion'"):
+        registry.resolve("champion")
+    assert registry.resolve("1") == "v1"
+
+
+def test_two_promoters_in_separate_processes_are_serialized(
+    registry: Registry, tmp_path: Path
+) -> None:
+    versions = [register_model(registry, random_rows(60, seed=s), SCHEMA) for s in range(4)]
+    root = str(tmp_path / "store")
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=promote_series, args=(root, versions, 0.02)),
+        context.Process(target=promote_series, args=(root, list(reversed(versions)), 0.02)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    events = registry.audit()
+    assert len(events) == 8, "every promotion of both processes is in the audit log"
+    for before, after in zip(events, events[1:], strict=False):
+        assert after.previous == before.version, "each promotion saw the alias the previous one set"
+    assert registry.champion() == events[-1].version
+    assert json.loads((tmp_path / "store" / "models" / "demo" / "aliases.json").read_text()) == {
+        "champion": events[-1].version
+    }
+
+
+def test_manifest_is_written_last(registry: Registry, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def watch(version: str) -> None:
+        staged = [p for p in (tmp_path / "store" / "models" / "demo" / "versions").iterdir()]
+        seen.extend(sorted(f.name for f in staged[0].iterdir()))
+
+    registry.register({"a.bin": b"1", "b.bin": b"2"}, before_manifest=watch)
+    assert seen == ["a.bin", "b.bin"]
+    assert MANIFEST not in seen

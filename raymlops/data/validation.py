@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from raymlops.schema import Schema
 __all__ = ["ColumnIssue", "ValidationReport", "validate_frame"]
 
 MAX_EXAMPLES = 5
+#: columns pandas adds to Parquet files for a non-default index; they are not data
+_PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -253,7 +256,7 @@ def validate_frame(
     expected_columns = schema.names if require_target else schema.input_columns
     if schema.extra == "error":
         for column in frame.columns:
-            if column not in schema.columns:
+            if column not in schema.columns and not _PANDAS_INDEX.match(str(column)):
                 out.issues.append(
                     ColumnIssue(
                         str(column),

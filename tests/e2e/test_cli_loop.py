@@ -1,0 +1,87 @@
+"""The whole loop through the installed CLI, as a user runs it: init -> train -> show -> verify."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+RAYMLOPS = shutil.which("raymlops", path=str(Path(sys.executable).parent)) or "raymlops"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160", "RAY_ADDRESS": ""}
+    return subprocess.run(
+        [RAYMLOPS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_init_train_promote_show_verify(tmp_path: Path) -> None:
+    init = run("init", "project", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    config = "project/raymlops.yaml"
+
+    first = run("train", "--config", config, "--promote", "--quiet", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "churn v1 registered and promoted to champion" in first.stdout
+    assert "Tune trials" in first.stdout
+    for stage in ("read and validate data (Ray Data)", "search (Ray Tune)", "register version"):
+        assert stage in first.stderr, f"progress shows the stage {stage!r}"
+
+    show = run("registry", "show", "--config", config, "champion", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert "churn v1  (champion)" in show.stdout
+    assert "no champion yet" in show.stdout
+
+    verify = run("registry", "verify", "--config", config, cwd=tmp_path)
+    assert verify.returncode == 0
+    assert "v1: 8 files match the manifest" in verify.stdout
+
+    # a broken copy of the data: the run fails naming the column and rows, nothing is added
+    data = pd.read_csv(tmp_path / "project" / "data" / "train.csv")
+    data["support_calls"] = data["support_calls"].astype(object)
+    data.loc[[3, 4], "support_calls"] = "many"
+    data.to_csv(tmp_path / "project" / "data" / "train.csv", index=False)
+    broken = run("train", "--config", config, "--promote", cwd=tmp_path)
+    assert broken.returncode == 3
+    assert "column 'support_calls': wrong type in 2 row(s)" in broken.stderr
+    assert "row 4: 'many'" in broken.stderr
+    listing = run("registry", "list", "--config", config, cwd=tmp_path)
+    assert listing.stdout.count("churn") >= 1
+    assert " v2 " not in listing.stdout
+
+    # tampering with the champion's model file is caught before any load
+    model = (
+        tmp_path / "project" / ".raymlops" / "models" / "churn" / "versions" / "v1" / "model.ubj"
+    )
+    if not model.exists():
+        model = model.with_name("model.skops")
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    tampered = run("registry", "verify", "--config", config, cwd=tmp_path)
+    assert tampered.returncode == 4
+    assert "does not match its sha256" in tampered.stdout
+
+
+def test_python_dash_m_runs_the_same_cli(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "raymlops", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    for command in ("train", "registry", "init", "config", "demo"):
+        assert command in done.stdout

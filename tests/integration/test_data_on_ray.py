@@ -1,0 +1,132 @@
+"""Ray Data: block-parallel validation with global row numbers, aggregates, split, formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raymlops.config import ColumnSpec
+from raymlops.data.dataset import ROW_ID, load_validated, split
+from raymlops.errors import ConfigError, DataValidationError
+from raymlops.examples import make_churn
+from raymlops.features.fit import fit_pipeline, to_numpy
+from raymlops.features.pipeline import FeaturePipeline
+from raymlops.schema import Schema
+from tests.helpers import pandas_stats
+
+SCHEMA = Schema.from_columns(
+    {
+        "customer_id": ColumnSpec(type="string", role="id"),
+        "signup_date": ColumnSpec(type="datetime", role="timestamp"),
+        "plan": ColumnSpec(type="category", categories=["basic", "pro", "enterprise"]),
+        "region": ColumnSpec(type="category", nullable=True),
+        "tenure_months": ColumnSpec(type="int", min=0, max=600),
+        "monthly_spend": ColumnSpec(type="float", min=0, nullable=True),
+        "support_calls": ColumnSpec(type="int", min=0, max=100),
+        "autopay": ColumnSpec(type="bool"),
+    },
+    target="churned",
+    task="classification",
+)
+
+
+@pytest.fixture
+def three_files(tmp_path: Path) -> Path:
+    """Three CSV files of 1000 rows each (so several blocks), all valid."""
+    for part in range(3):
+        make_churn(1000, seed=part).to_csv(tmp_path / f"part-{part}.csv", index=False)
+    return tmp_path
+
+
+def test_bad_cells_are_named_with_global_row_numbers(three_files: Path) -> None:
+    second = pd.read_csv(three_files / "part-1.csv")
+    second.loc[10, "tenure_months"] = -3
+    second.loc[20, "plan"] = "platinum"
+    second.to_csv(three_files / "part-1.csv", index=False)
+    third = pd.read_csv(three_files / "part-2.csv")
+    third["monthly_spend"] = third["monthly_spend"].astype(object)
+    third.loc[5, "monthly_spend"] = "lots"
+    third.to_csv(three_files / "part-2.csv", index=False)
+    with pytest.raises(DataValidationError) as caught:
+        load_validated(str(three_files / "*.csv"), SCHEMA)
+    report = caught.value.report
+    found = {(i.column, i.problem): i.examples for i in report.issues}
+    assert found[("tenure_months", "out of range")] == [(1011, "'-3'")]
+    assert found[("plan", "unknown category")] == [(1021, "'platinum'")]
+    assert found[("monthly_spend", "wrong type")] == [(2006, "'lots'")]
+    assert report.rows == 3000
+
+
+def test_missing_column_and_empty_file_fail_clearly(tmp_path: Path) -> None:
+    make_churn(50).drop(columns=["autopay"]).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(DataValidationError, match="column 'autopay': missing column"):
+        load_validated(str(tmp_path / "a.csv"), SCHEMA)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataValidationError, match="empty"):
+        load_validated(str(tmp_path / "empty.csv"), SCHEMA)
+    (tmp_path / "header.csv").write_text(",".join(make_churn(1).columns) + "\n")
+    with pytest.raises(DataValidationError, match="no data rows"):
+        load_validated(str(tmp_path / "header.csv"), SCHEMA)
+    with pytest.raises(ConfigError, match="no CSV or Parquet file matches"):
+        load_validated(str(tmp_path / "*.parquet"), SCHEMA)
+
+
+def test_ray_aggregates_match_pandas_and_map_batches_matches_in_process(three_files: Path) -> None:
+    data = load_validated(str(three_files / "*.csv"), SCHEMA)
+    pipeline = fit_pipeline(data.dataset, SCHEMA)
+    typed = data.dataset.to_pandas()
+    oracle = pandas_stats(typed, SCHEMA)
+    for name, stats in oracle.items():
+        fitted = pipeline.stats[name]
+        assert (fitted.count, fitted.missing) == (stats.count, stats.missing), name
+        if stats.frequencies is not None:
+            assert fitted.frequencies == stats.frequencies, name
+        else:
+            assert fitted.mean == pytest.approx(stats.mean, rel=1e-9), name
+            assert fitted.std == pytest.approx(stats.std, rel=1e-9), name
+            assert (fitted.min, fitted.max) == (stats.min, stats.max), name
+    assert pipeline.target.classes == ["no", "yes"]
+    x, y, ids = to_numpy(data.dataset, pipeline, SCHEMA, with_ids=ROW_ID)
+    assert ids.tolist() == list(range(3000)), "Ray Data keeps row order"
+    in_process = pipeline.transform(typed).to_numpy()
+    np.testing.assert_array_equal(x, in_process)
+    again = FeaturePipeline.from_json(pipeline.to_json())
+    np.testing.assert_array_equal(again.transform(typed).to_numpy(), x)
+
+
+def test_split_is_seeded_and_stable_across_reads(three_files: Path) -> None:
+    def holdout_ids(seed: int) -> list[int]:
+        data = load_validated(str(three_files / "*.csv"), SCHEMA)
+        train, holdout = split(data.dataset, fraction=0.25, seed=seed)
+        ids = sorted(holdout.to_pandas()[ROW_ID].tolist())
+        assert train.count() + len(ids) == 3000
+        return ids
+
+    first = holdout_ids(1)
+    assert first == holdout_ids(1)
+    assert first != holdout_ids(2)
+    assert 600 < len(first) < 900
+
+
+def test_parquet_and_bundled_sources(tmp_path: Path) -> None:
+    make_churn(400, seed=9).astype({"signup_date": "datetime64[ns]"}).to_parquet(
+        tmp_path / "d.parquet"
+    )
+    data = load_validated(str(tmp_path / "d.parquet"), SCHEMA)
+    assert data.rows == 400
+    assert len(data.digest) == 64
+    iris = Schema.from_columns(
+        {
+            "sepal_length_cm": ColumnSpec(type="float", min=0),
+            "petal_width_cm": ColumnSpec(type="float"),
+        },
+        target="target",
+        task="classification",
+        extra="ignore",
+    )
+    bundled = load_validated("sklearn:iris", iris)
+    assert bundled.rows == 150
+    assert bundled.digest == load_validated("sklearn:iris", iris).digest

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -154,25 +155,33 @@ def _stage_printer():  # type: ignore[no-untyped-def]
 
 
 def _trials_table(result: Any) -> Table:
-    table = Table(title=f"Tune trials ({result.metric}, best marked ★)", title_justify="left")
-    for column in ("#", "model", "params", result.metric, "steps", "status", "time"):
-        table.add_column(
-            column, justify="right" if column in ("#", "steps", "time", result.metric) else "left"
-        )
+    table = Table(
+        title=f"Tune trials ({result.metric}; ★ best)", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column(result.metric, justify="right", no_wrap=True)
+    table.add_column("steps", justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("params", overflow="fold")
     for trial in result.trials:
-        params = ", ".join(
-            f"{k}={_fmt(v) if not isinstance(v, float) else f'{v:.3g}'}"
-            for k, v in trial.params.items()
+        params = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
         )
-        star = " ★" if trial.index == result.best_trial.index else ""
+        status = (
+            trial.status
+            if trial.status != "error"
+            else f"[red]error[/] {escape(trial.error or '')}"
+        )
         table.add_row(
-            f"{trial.index}{star}",
+            f"{trial.index}{' ★' if trial.index == result.best_trial.index else ''}",
             trial.model,
-            params[:60],
             _fmt(trial.score),
             str(trial.steps),
-            trial.status if trial.status != "error" else f"[red]error[/] {trial.error or ''}"[:40],
+            status,
             f"{trial.time_s:.1f}s",
+            escape(params),
         )
     return table
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+JOBS = Path(__file__).parents[2] / "jobs"
 RAYMLOPS = shutil.which("raymlops", path=str(Path(sys.executable).parent)) or "raymlops"
 
 
@@ -54,7 +55,16 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     data["support_calls"] = data["support_calls"].astype(object)
     data.loc[[3, 4], "support_calls"] = "many"
     data.to_csv(tmp_path / "project" / "data" / "train.csv", index=False)
-    broken = run("train", "--config", config, "--promote", cwd=tmp_path)
+    # through the Ray job entry point, which is the same code path as `raymlops train`
+    broken = subprocess.run(
+        [sys.executable, str(JOBS / "train.py"), "--config", config, "--promote"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "160", "RAY_ADDRESS": ""},
+    )
     assert broken.returncode == 3
     assert "column 'support_calls': wrong type in 2 row(s)" in broken.stderr
     assert "row 4: 'many'" in broken.stderr

@@ -35,7 +35,9 @@ def test_unseen_csv_with_categories_and_nulls_becomes_a_verified_champion(
     assert {"ray", "xgboost", "scikit-learn", "pandas"} <= set(lineage["packages"])
     assert len(lineage["config_hash"]) == 64
     reference = read_reference(registry, "v1")
-    assert len(reference) == lineage["data"]["rows"]["train"], "under reference_rows, all train rows"
+    assert len(reference) == lineage["data"]["rows"]["train"], (
+        "under reference_rows, all train rows"
+    )
     assert reference["region"].isna().any(), "nulls reach the reference"
     predictor = load_predictor(registry)
     rows = predictor.validate(make_churn(5, seed=99).drop(columns=["churned"]))

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from raymlops.errors import ConfigError
 
@@ -80,12 +86,6 @@ class ColumnSpec(_Strict):
     role: ColumnRole | None = None
     format: str | None = Field(default=None, description="strftime format of a datetime column")
     description: str | None = None
-
-    @field_validator("min", "max", mode="before")
-    @classmethod
-    def _int_bounds_are_numbers(cls, value: Any) -> Any:
-        # YAML writes `min: 0` as an int; a bound is a number either way.
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnSpec:
@@ -160,22 +160,12 @@ class SearchConfig(_Strict):
     rounds_per_report: int = Field(default=10, ge=1)
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
 
-    @field_validator("time_budget_s", mode="before")
-    @classmethod
-    def _int_is_seconds(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
 
 class ResourcesConfig(_Strict):
     """Resources of one trial. ``gpu > 0`` moves XGBoost to ``device="cuda"``."""
 
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
-
-    @field_validator("cpu", "gpu", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TrainingConfig(_Strict):
@@ -232,11 +222,6 @@ class GateConfig(_Strict):
     min_improvement: float = Field(default=0.0, ge=0)
     max_metric_drop: float | None = Field(default=0.05, ge=0)
 
-    @field_validator("min_improvement", "max_metric_drop", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
 
 class AutoscalingConfig(_Strict):
     """Ray Serve autoscaling. Serve's own default max_replicas is 1, so it is set here."""
@@ -244,11 +229,6 @@ class AutoscalingConfig(_Strict):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=2, ge=1)
     target_ongoing_requests: float = Field(default=8.0, gt=0)
-
-    @field_validator("target_ongoing_requests", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscalingConfig:
@@ -263,11 +243,6 @@ class CanaryConfig(_Strict):
     version: str | None = None
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     shadow: bool = False
-
-    @field_validator("fraction", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class ServingConfig(_Strict):
@@ -285,11 +260,6 @@ class ServingConfig(_Strict):
     api_key_env: str | None = "RAYMLOPS_API_KEY"
     canary: CanaryConfig = CanaryConfig()
 
-    @field_validator("batch_wait_timeout_s", "request_timeout_s", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
 
 class MonitoringConfig(_Strict):
     """Drift monitoring of served traffic and the retrain policy."""
@@ -299,11 +269,6 @@ class MonitoringConfig(_Strict):
     consecutive_windows: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=600.0, ge=0)
     retrain_source: str | None = None
-
-    @field_validator("drift_share", "cooldown_s", mode="before")
-    @classmethod
-    def _int_is_float(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class ProjectConfig(_Strict):

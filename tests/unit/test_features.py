@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from raymlops.config import ColumnSpec
 from raymlops.data.validation import validate_frame
-from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
+from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
+from tests.helpers import pandas_stats
 
 SCHEMA = Schema.from_columns(
     {
@@ -30,31 +31,6 @@ SCHEMA = Schema.from_columns(
 )
 
 
-def stats_of(frame: pd.DataFrame) -> dict[str, ColumnStats]:
-    """A pandas oracle for the statistics the Ray Data aggregates compute."""
-    view = numeric_view(frame, SCHEMA)
-    out = {}
-    for name in SCHEMA.feature_columns:
-        column = view[name]
-        if SCHEMA.columns[name].type == "category":
-            counts = column.dropna().value_counts()
-            out[name] = ColumnStats(
-                int(column.notna().sum()),
-                int(column.isna().sum()),
-                frequencies={str(k): int(v) for k, v in counts.items()},
-            )
-        else:
-            out[name] = ColumnStats(
-                int(column.notna().sum()),
-                int(column.isna().sum()),
-                float(column.mean()),
-                float(column.std(ddof=0)),
-                float(column.min()),
-                float(column.max()),
-            )
-    return out
-
-
 TRAIN = validate_frame(
     pd.DataFrame(
         {
@@ -70,7 +46,7 @@ TRAIN = validate_frame(
     ),
     SCHEMA,
 )[0]
-PIPELINE = FeaturePipeline.from_stats(SCHEMA, stats_of(TRAIN), classes=["no", "yes"])
+PIPELINE = FeaturePipeline.from_stats(SCHEMA, pandas_stats(TRAIN, SCHEMA), classes=["no", "yes"])
 
 
 def test_feature_names_are_stable_and_documented() -> None:

@@ -149,7 +149,11 @@ class DataConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    """The Tune search: how many trials, how many at once, early stopping, time budget."""
+    """The Tune search: how many trials, how many at once, early stopping, time budget.
+
+    A trial reports its validation score every ``rounds_per_report`` XGBoost rounds (or 25
+    forest trees); ``scheduler: asha`` stops weak trials at those reports.
+    """
 
     num_samples: int = Field(default=16, ge=1, le=10_000)
     max_concurrent: int = Field(default=2, ge=1)
@@ -159,6 +163,15 @@ class SearchConfig(_Strict):
     max_boosting_rounds: int = Field(default=200, ge=10)
     rounds_per_report: int = Field(default=10, ge=1)
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _whole_reports(self) -> SearchConfig:
+        if self.max_boosting_rounds % self.rounds_per_report:
+            raise ValueError(
+                f"max_boosting_rounds ({self.max_boosting_rounds}) must be a multiple of "
+                f"rounds_per_report ({self.rounds_per_report}), so every round is reported"
+            )
+        return self
 
 
 class ResourcesConfig(_Strict):

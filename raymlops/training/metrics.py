@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -24,50 +26,68 @@ def higher_is_better(metric: str) -> bool:
     return table[metric]
 
 
+def _roc_auc(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float:
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if len(labels) == 2:
+        return float(skm.roc_auc_score(y, proba[:, 1]))
+    return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+
+
+def _f1(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float:
+    binary = len(labels) == 2
+    average = "binary" if binary else "macro"
+    return float(
+        skm.f1_score(
+            y,
+            proba.argmax(axis=1),
+            average=average,
+            labels=None if binary else labels,
+            zero_division=0,
+        )
+    )
+
+
+_CLASSIFICATION: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
+    "roc_auc": _roc_auc,
+    "accuracy": lambda y, p, _: float(skm.accuracy_score(y, p.argmax(axis=1))),
+    "f1": _f1,
+    "log_loss": lambda y, p, labels: float(
+        skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=labels)
+    ),
+}
+_REGRESSION: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "rmse": lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))),
+    "mae": lambda y, p: float(skm.mean_absolute_error(y, p)),
+    "r2": lambda y, p: float(skm.r2_score(y, p)) if len(y) > 1 else float("nan"),
+}
+
+
 def compute_metrics(
-    task: str, y_true: np.ndarray, predictions: np.ndarray, *, n_classes: int | None = None
+    task: str,
+    y_true: np.ndarray,
+    predictions: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    only: str | None = None,
 ) -> dict[str, float]:
-    """All metrics of ``task``.
+    """The metrics of ``task`` (or just ``only``).
 
     Args:
         task: ``classification`` or ``regression``.
         y_true: class indices (classification) or values (regression).
         predictions: class probabilities, shape (n, k), for classification; values otherwise.
         n_classes: the number of classes the model knows (defaults to the probability columns).
+        only: compute this metric alone.
     """
     if task == "regression":
         y_pred = np.asarray(predictions, dtype=np.float64).ravel()
-        return {
-            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-            "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
-        }
+        chosen = {only: _REGRESSION[only]} if only else _REGRESSION
+        return {name: fn(y_true, y_pred) for name, fn in chosen.items()}
     proba = np.asarray(predictions, dtype=np.float64)
-    k = n_classes or proba.shape[1]
-    labels = np.arange(k)
-    y_pred = proba.argmax(axis=1)
-    binary = k == 2
-    present = np.unique(y_true)
-    if len(present) < 2:
-        auc = float("nan")
-    elif binary:
-        auc = float(skm.roc_auc_score(y_true, proba[:, 1]))
-    else:
-        auc = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=labels))
-    return {
-        "roc_auc": auc,
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "f1": float(
-            skm.f1_score(
-                y_true,
-                y_pred,
-                average="binary" if binary else "macro",
-                labels=labels if not binary else None,
-                zero_division=0,
-            )
-        ),
-        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=labels)),
-    }
+    labels = np.arange(n_classes or proba.shape[1])
+    picked = {only: _CLASSIFICATION[only]} if only else _CLASSIFICATION
+    return {name: fn(y_true, proba, labels) for name, fn in picked.items()}
 
 
 def score(

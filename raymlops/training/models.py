@@ -30,6 +30,7 @@ __all__ = [
     "dump_model",
     "fit_model",
     "load_model",
+    "max_steps",
     "predict_scores",
     "sample_trials",
 ]
@@ -129,6 +130,15 @@ class FitOptions:
     rounds_per_report: int = 10
     steps: int | None = None  # fit exactly this many steps (the final refit), else the maximum
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def max_steps(spec: TrialSpec, options: FitOptions) -> int:
+    """How many steps (reports) a trial of ``spec`` takes when nothing stops it."""
+    if spec.model == "xgboost":
+        return options.max_rounds // options.rounds_per_report
+    if spec.model == "random_forest":
+        return -(-spec.params["n_estimators"] // _RF_TREES_PER_STEP)
+    return 1
 
 
 def fit_model(

@@ -2,9 +2,15 @@
 
 The trials are drawn up front from the seeded search spaces and handed to Tune as a grid, so
 the same config and data give the same trials. Tune runs them ``max_concurrent`` at a time with
-the per-trial resources, ASHA stops weak ones at its rungs (XGBoost boosting rounds, forest
-size), actors are reused and nothing is checkpointed: a trial reports a validation score per
-step and the winner is refit once, in a Ray task with the same resources.
+the per-trial resources; actors are reused and nothing is checkpointed: a trial reports a
+validation score per step (boosting rounds, forest size) and the winner is refit once, in a
+Ray task with the same resources.
+
+Early stopping (``scheduler: asha``) applies ASHA's rule through :class:`OrderedASHA`: rung
+decisions are taken in trial order (:mod:`raymlops.training.rungs`), so they do not depend on
+which trial reports first, and the same config and data give the same best trial and score
+even with several trials at once. Only ``time_budget_s``, which cuts by wall time, can make
+two runs differ.
 
 Example:
     >>> result = run_search(config.training, train, valid, n_classes=2)  # doctest: +SKIP
@@ -14,24 +20,36 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import os
-import shutil
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import ray
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from raymlops.config import TrainingConfig
 from raymlops.errors import RaymlopsError
 from raymlops.training.metrics import higher_is_better, score
-from raymlops.training.models import FitOptions, TrialSpec, dump_model, fit_model, sample_trials
+from raymlops.training.models import (
+    FitOptions,
+    TrialSpec,
+    dump_model,
+    fit_model,
+    max_steps,
+    sample_trials,
+)
+from raymlops.training.rungs import OrderedRungs, milestones
 
-__all__ = ["SearchResult", "TrialResult", "refit", "run_search"]
+__all__ = ["OrderedASHA", "SearchResult", "TrialResult", "refit", "run_search"]
+
+_REDUCTION_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -45,7 +63,7 @@ class TrialResult:
     seed: int
     score: float
     steps: int
-    status: str  # done | stopped (by ASHA or the time budget) | error
+    status: str  # done | stopped (at a rung, or by the time budget) | error
     time_s: float
     fit_s: float
     node_id: str | None = None
@@ -58,7 +76,7 @@ class TrialResult:
 
 @dataclass
 class SearchResult:
-    """All trials, the best one, and the search's wall time."""
+    """All trials, the best one, the search's wall time and how many trials ran at once."""
 
     metric: str
     mode: str
@@ -69,24 +87,104 @@ class SearchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _trainable(config: dict[str, Any], data: dict[str, Any], specs: list[TrialSpec], options: FitOptions, metric: str) -> None:
+class OrderedASHA(FIFOScheduler):
+    """ASHA's stopping rule with decisions in trial order (see :class:`OrderedRungs`)."""
+
+    def __init__(self, rungs: OrderedRungs, specs: list[TrialSpec], options: FitOptions) -> None:
+        super().__init__()
+        self.rungs = rungs
+        self._specs = specs
+        self._options = options
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        index = trial.config["trial"]
+        self.rungs.add_trial(index, max_steps=max_steps(self._specs[index], self._options))
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if "score" not in result:
+            return TrialScheduler.CONTINUE
+        index = trial.config["trial"]
+        stop = self.rungs.record(
+            index, step=int(result["training_iteration"]), score=float(result["score"])
+        )
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        index = trial.config["trial"]
+        if result and "score" in result:
+            self.rungs.record(
+                index, step=int(result["training_iteration"]), score=float(result["score"])
+            )
+        self.rungs.finish(index)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.rungs.finish(trial.config["trial"])
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self.rungs.finish(trial.config["trial"])
+
+
+def _trainable(
+    config: dict[str, Any],
+    data: dict[str, Any],
+    specs: list[TrialSpec],
+    options: FitOptions,
+    metric: str,
+) -> None:
     spec = specs[config["trial"]]
     node_id = ray.get_runtime_context().get_node_id()
     start = time.perf_counter()
 
     def report(step: int, predictions: np.ndarray) -> None:
         value = score(options.task, metric, data["y_valid"], predictions, options.n_classes)
-        tune.report({"score": value, "step": step, "fit_s": time.perf_counter() - start, "node_id": node_id})
+        elapsed = time.perf_counter() - start
+        tune.report({"score": value, "step": step, "fit_s": elapsed, "node_id": node_id})
 
-    fit_model(spec, data["x"], data["y"], options, valid=(data["x_valid"], data["y_valid"]), on_step=report)
+    fit_model(
+        spec,
+        data["x"],
+        data["y"],
+        options,
+        valid=(data["x_valid"], data["y_valid"]),
+        on_step=report,
+    )
 
 
-def _max_steps(spec: TrialSpec, options: FitOptions) -> int:
-    if spec.model == "xgboost":
-        return options.max_rounds // options.rounds_per_report
-    if spec.model == "random_forest":
-        return -(-spec.params["n_estimators"] // 25)
-    return 1
+@contextlib.contextmanager
+def _tune_environment(max_concurrent: int) -> Iterator[None]:
+    """Environment Tune reads at fit time, set for this search only and restored after."""
+    settings = {
+        # Tune's per-result CSV/JSON/TensorBoard loggers cost time per report and are not used
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+        "TUNE_MAX_PENDING_TRIALS_PG": str(max_concurrent),
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    # with the loggers off the result grid warns that it finds no result files; it has the
+    # results in memory, so the warning is noise
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        analysis_log.setLevel(level)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _concurrency(requested: int, cpu: float, gpu: float) -> int:
+    """How many trials can really run at once on this cluster."""
+    resources = ray.cluster_resources()
+    fits = [requested]
+    if cpu > 0:
+        fits.append(int(resources.get("CPU", 0) // cpu))
+    if gpu > 0:
+        fits.append(int(resources.get("GPU", 0) // gpu))
+    return max(1, min(fits))
 
 
 def run_search(
@@ -96,40 +194,42 @@ def run_search(
     *,
     n_classes: int = 0,
     verbose: int = 1,
+    name: str = "raymlops",
 ) -> SearchResult:
-    """Run the Tune search described by ``training`` on (x, y) arrays; return every trial."""
-    cfg = training
-    search = cfg.search
-    resources = cfg.resources_per_trial
-    metric = cfg.metric or ""
+    """Run the Tune search described by ``training`` on (x, y) arrays; return every trial.
+
+    Tune's experiment folder goes to Ray's usual place (``~/ray_results/<name>-<time>``).
+
+    Raises:
+        RaymlopsError: no trial produced a score (the first errors are quoted).
+    """
+    search = training.search
+    resources = training.resources_per_trial
+    metric = training.metric or ""
     mode = "max" if higher_is_better(metric) else "min"
-    specs = sample_trials(list(cfg.models or []), num_samples=search.num_samples, seed=search.seed)
+    specs = sample_trials(
+        list(training.models or []), num_samples=search.num_samples, seed=search.seed
+    )
     options = FitOptions(
-        task=cfg.task,
+        task=training.task,
         n_classes=n_classes,
         threads=max(1, int(resources.cpu)),
         gpu=resources.gpu > 0,
         max_rounds=search.max_boosting_rounds,
         rounds_per_report=search.rounds_per_report,
     )
-    max_t = max(_max_steps(s, options) for s in specs)
-    scheduler: Any = None
-    if search.scheduler == "asha" and max_t > 1:
-        scheduler = tune.schedulers.ASHAScheduler(
-            time_attr="training_iteration", max_t=max_t, grace_period=min(3, max_t), reduction_factor=3
-        )
-    # Tune's per-result CSV/JSON/TensorBoard loggers cost time per report and are not used.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(search.max_concurrent))
-    # with those loggers off, the result grid warns that it finds no result files: it has the
-    # results in memory, so the warning is noise
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    max_t = max(max_steps(s, options) for s in specs)
+    rungs = OrderedRungs(
+        milestones(min(3, max_t), _REDUCTION_FACTOR, max_t) if search.scheduler == "asha" else [],
+        reduction_factor=_REDUCTION_FACTOR,
+        mode=mode,
+    )
     data = {"x": train[0], "y": train[1], "x_valid": valid[0], "y_valid": valid[1]}
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data, specs=specs, options=options, metric=metric),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
-    storage = tempfile.mkdtemp(prefix="raymlops-tune-")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable,
         # only the trial's index goes through Tune's config: the specs travel with the
@@ -138,7 +238,7 @@ def run_search(
         tune_config=tune.TuneConfig(
             metric="score",
             mode=mode,
-            scheduler=scheduler,
+            scheduler=OrderedASHA(rungs, specs, options),
             max_concurrent_trials=search.max_concurrent,
             time_budget_s=search.time_budget_s,
             reuse_actors=True,
@@ -146,45 +246,47 @@ def run_search(
             trial_dirname_creator=lambda t: f"trial_{t.config['trial']}",
         ),
         run_config=tune.RunConfig(
-            name="search",
-            storage_path=storage,
+            name=f"{name}-{stamp}",
             verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
+    parallel = _concurrency(search.max_concurrent, resources.cpu, resources.gpu)
     started = time.perf_counter()
-    try:
+    with _tune_environment(search.max_concurrent):
         grid = tuner.fit()
-        wall = time.perf_counter() - started
-        trials = [_trial_result(r, specs, options) for r in grid]
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-    trials.sort(key=lambda t: t.index)
+    wall = time.perf_counter() - started
+    trials = sorted((_trial_result(r, specs, options, rungs) for r in grid), key=lambda t: t.index)
     scored = [t for t in trials if t.status != "error" and np.isfinite(t.score)]
     if not scored:
         errors = "; ".join(f"trial {t.index} ({t.model}): {t.error}" for t in trials[:3])
         raise RaymlopsError(f"no trial finished with a score. {errors}")
     sign = 1.0 if mode == "max" else -1.0
     best = min(scored, key=lambda t: (-sign * t.score, t.index))
-    return SearchResult(metric, mode, trials, best, wall, search.max_concurrent)
+    return SearchResult(metric, mode, trials, best, wall, parallel)
 
 
-def _trial_result(result: Any, specs: list[TrialSpec], options: FitOptions) -> TrialResult:
+def _trial_result(
+    result: Any, specs: list[TrialSpec], options: FitOptions, rungs: OrderedRungs
+) -> TrialResult:
     spec = specs[result.config["trial"]]
     metrics = result.metrics or {}
-    steps = int(metrics.get("training_iteration", 0) or 0)
+    # the score and steps at the rung where the trial was cut, else at its last report
+    value, steps = rungs.result(spec.trial_index)
     error = None if result.error is None else str(result.error).splitlines()[-1][:300]
     if error is not None:
         status = "error"
+    elif steps >= max_steps(spec, options):
+        status = "done"
     else:
-        status = "done" if steps >= _max_steps(spec, options) else "stopped"
+        status = "stopped"
     return TrialResult(
         trial_id=str(metrics.get("trial_id", "")),
         index=spec.trial_index,
         model=spec.model,
         params=spec.params,
         seed=spec.seed,
-        score=float(metrics.get("score", float("nan"))),
+        score=value,
         steps=steps,
         status=status,
         time_s=float(metrics.get("time_total_s", 0.0) or 0.0),
@@ -195,8 +297,9 @@ def _trial_result(result: Any, specs: list[TrialSpec], options: FitOptions) -> T
 
 
 @ray.remote
-def _refit_task(spec: TrialSpec, steps: int, x: np.ndarray, y: np.ndarray, options: FitOptions) -> tuple[str, bytes]:
-    options.steps = steps
+def _refit_task(
+    spec: TrialSpec, x: np.ndarray, y: np.ndarray, options: FitOptions
+) -> tuple[str, bytes]:
     model, _ = fit_model(spec, x, y, options)
     return dump_model(model, spec.model)
 
@@ -214,6 +317,7 @@ def refit(
         gpu=resources.gpu > 0,
         max_rounds=training.search.max_boosting_rounds,
         rounds_per_report=training.search.rounds_per_report,
+        steps=max(1, best.steps),
     )
     task = _refit_task.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
-    return ray.get(task.remote(best.spec, max(1, best.steps), x, y, options))
+    return ray.get(task.remote(best.spec, x, y, options))

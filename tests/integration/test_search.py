@@ -49,8 +49,8 @@ def test_same_config_and_data_give_the_same_search_in_parallel() -> None:
     assert _outcome(config) == _outcome(config)
 
 
-def test_asha_search_is_reproducible_one_trial_at_a_time_and_stops_weak_trials() -> None:
-    config = _config(max_concurrent=1, scheduler="asha", seed=5)
+def test_asha_search_in_parallel_is_reproducible_and_stops_weak_trials() -> None:
+    config = _config(max_concurrent=2, scheduler="asha", seed=5)
     first = _outcome(config)
     assert first == _outcome(config)
     steps = {index: taken for index, _, taken in first[3]}

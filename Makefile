@@ -27,6 +27,7 @@ test-unit: install           ## the seconds-long tier, no Ray
 	$(BIN)/python -m pytest tests/unit -q
 
 bench: install               ## side-by-side measurements (benchmarks/README.md)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python benchmarks/tune_overhead.py
 
 clean:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from raymlops.config import ProjectConfig, config_hash
-from raymlops.data.split import holdout_mask, unit_hash
+from raymlops.data.split import holdout_mask
 from raymlops.errors import DataValidationError
 from raymlops.lineage import code_version, package_versions
 from raymlops.registry import Registry
@@ -100,17 +100,6 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def _reference_sample(train: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """A deterministic sample of training rows (the drift reference), in row order."""
-    from raymlops.data.dataset import ROW_ID
-
-    if len(train) <= rows:
-        return train.sort_values(ROW_ID)
-    keys = unit_hash(train[ROW_ID].to_numpy(), seed + 7)
-    chosen = np.argsort(keys, kind="stable")[:rows]
-    return train.iloc[np.sort(chosen)]
-
-
 def _champion_metrics(
     registry: Registry, holdout: pd.DataFrame, schema: Schema, stages: StageLog
 ) -> tuple[str | None, dict[str, float] | None, str | None]:
@@ -161,7 +150,7 @@ def train(
         DataValidationError: the data breaks the schema (nothing is registered).
         StorageError / RegistryError / IntegrityError: storage or champion problems.
     """
-    from raymlops.data.dataset import ROW_ID, load_validated, split
+    from raymlops.data.dataset import ROW_ID, load_validated, sample_rows, split
     from raymlops.features.fit import fit_pipeline, to_numpy
     from raymlops.predictor import load_predictor
     from raymlops.runtime import ensure_ray
@@ -249,8 +238,7 @@ def train(
             False, metric, metrics, None, champion, [champion_problem or "champion not scored"]
         )
     with stages.stage("register version") as note:
-        train_frame = train_ds.to_pandas()
-        reference = _reference_sample(train_frame, config.data.reference_rows, split_cfg.seed)
+        reference = sample_rows(train_ds, config.data.reference_rows, seed=split_cfg.seed + 7)
         lineage = {
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "data": {

@@ -22,12 +22,12 @@ import pyarrow.csv as pacsv
 import ray
 
 from raymlops.data.sources import file_digest, load_sklearn_frame, resolve_source
-from raymlops.data.split import holdout_mask
+from raymlops.data.split import holdout_mask, unit_hash
 from raymlops.data.validation import ValidationReport, validate_frame
 from raymlops.errors import DataValidationError
 from raymlops.schema import Schema
 
-__all__ = ["ROW_ID", "ValidatedData", "load_validated", "split"]
+__all__ = ["ROW_ID", "ValidatedData", "load_validated", "sample_rows", "split"]
 
 #: the global row number (0-based) carried through the typed dataset for the split
 ROW_ID = "__row_id"
@@ -139,3 +139,22 @@ def split(
     train = dataset.map_batches(_side, fn_kwargs={"holdout": False}, batch_format="pandas")
     holdout = dataset.map_batches(_side, fn_kwargs={"holdout": True}, batch_format="pandas")
     return train.materialize(), holdout.materialize()
+
+
+def sample_rows(dataset: ray.data.Dataset, rows: int, *, seed: int) -> pd.DataFrame:
+    """A deterministic sample of ``rows`` rows (all of them if fewer), in row order.
+
+    The rows with the smallest hash of their row number are kept: blocks filter in parallel
+    with a margin, and only the survivors come to the driver.
+    """
+    total = dataset.count()
+    keep = 1.0 if total <= rows else min(1.0, 1.5 * rows / total + 1e-3)
+
+    def _candidates(batch: pd.DataFrame) -> pd.DataFrame:
+        keys = unit_hash(batch[ROW_ID].to_numpy(), seed)
+        return batch.assign(__key=keys)[keys < keep]
+
+    frame = dataset.map_batches(_candidates, batch_format="pandas").to_pandas()
+    if len(frame) > rows:
+        frame = frame.nsmallest(rows, "__key")
+    return frame.drop(columns="__key").sort_values(ROW_ID).reset_index(drop=True)

@@ -130,3 +130,15 @@ def test_parquet_and_bundled_sources(tmp_path: Path) -> None:
     bundled = load_validated("sklearn:iris", iris)
     assert bundled.rows == 150
     assert bundled.digest == load_validated("sklearn:iris", iris).digest
+
+
+def test_reference_sample_is_deterministic_and_sized(three_files: Path) -> None:
+    from raymlops.data.dataset import sample_rows
+
+    data = load_validated(str(three_files / "*.csv"), SCHEMA)
+    first = sample_rows(data.dataset, 500, seed=3)
+    assert len(first) == 500
+    assert first[ROW_ID].is_monotonic_increasing
+    pd.testing.assert_frame_equal(first, sample_rows(data.dataset, 500, seed=3))
+    assert not first[ROW_ID].equals(sample_rows(data.dataset, 500, seed=4)[ROW_ID])
+    assert len(sample_rows(data.dataset, 5000, seed=3)) == 3000, "fewer rows than asked: all of them"

@@ -141,4 +141,15 @@ def test_reference_sample_is_deterministic_and_sized(three_files: Path) -> None:
     assert first[ROW_ID].is_monotonic_increasing
     pd.testing.assert_frame_equal(first, sample_rows(data.dataset, 500, seed=3))
     assert not first[ROW_ID].equals(sample_rows(data.dataset, 500, seed=4)[ROW_ID])
-    assert len(sample_rows(data.dataset, 5000, seed=3)) == 3000, "fewer rows than asked: all of them"
+    assert len(sample_rows(data.dataset, 5000, seed=3)) == 3000, (
+        "fewer rows than asked: all of them"
+    )
+
+
+def test_sources_given_as_uris_go_through_pyarrow_fs(three_files: Path) -> None:
+    data = load_validated(f"file://{three_files}/part-*.csv", SCHEMA)
+    assert data.rows == 3000
+    assert [Path(f).name for f in data.files] == ["part-0.csv", "part-1.csv", "part-2.csv"]
+    assert data.digest == load_validated(str(three_files / "part-*.csv"), SCHEMA).digest
+    with pytest.raises(ConfigError, match="not found"):
+        load_validated(f"file://{three_files}/missing/x.csv", SCHEMA)

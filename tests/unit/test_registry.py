@@ -164,3 +164,11 @@ def test_manifest_is_written_last(registry: Registry, tmp_path: Path) -> None:
     registry.register({"a.bin": b"1", "b.bin": b"2"}, before_manifest=watch)
     assert seen == ["a.bin", "b.bin"]
     assert MANIFEST not in seen
+
+
+def test_storage_given_as_a_file_uri(tmp_path: Path) -> None:
+    registry = Registry(Storage.from_uri(f"file://{tmp_path}/uri-store"), "demo")
+    version = register_model(registry, random_rows(100), SCHEMA)
+    registry.promote(version)
+    assert (tmp_path / "uri-store" / "models" / "demo" / "aliases.json").exists()
+    assert load_predictor(registry).version == "v1"

@@ -8,7 +8,9 @@ import pytest
 from raymlops.training.rungs import OrderedRungs, milestones
 
 
-def _simulate(curves: dict[int, list[float]], seed: int, concurrency: int) -> dict[int, tuple[float, int]]:
+def _simulate(
+    curves: dict[int, list[float]], seed: int, concurrency: int
+) -> dict[int, tuple[float, int]]:
     """Replay trials' report streams in a random interleaving, at most ``concurrency`` at once,
     starting trials in index order as Tune does; stop a trial when the rungs say so."""
     rng = np.random.default_rng(seed)

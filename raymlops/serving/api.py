@@ -1,0 +1,330 @@
+"""The prediction HTTP API as a FastAPI app (KServe V1 shapes), testable without Ray.
+
+:func:`create_app` builds the app from the schema (so ``/docs`` shows every column with its
+type, range and categories) and a :class:`Backend` that answers predictions: in Ray Serve a
+handle to the model deployment (:mod:`raymlops.serving.app`), in tests an in-process
+:class:`LocalBackend`.
+
+Routes::
+
+    POST /v1/models/{name}:predict   {"instances": [{...}, ...]}
+         -> {"predictions": [...], "probabilities": [[...]], "classes": [...], "model_version": "v3"}
+    GET  /v1/models/{name}           -> {"name", "ready", "model_version", "canary"}
+    GET  /healthz                    alive
+    GET  /readyz                     a model is loaded (503 otherwise)
+
+Bad input never gets a 5xx: malformed JSON 400, a key that is missing or wrong 401, an unknown
+model 404, a body over ``max_body_bytes`` 413, a content type other than JSON 415, and rows that
+break the schema 422. Every error body is ``{"error": {"code", "message", "details": [{"row",
+"field", "message"}]}}``.
+
+Example:
+    >>> app = create_app(name="churn", schema=schema, serving=ServingConfig(),
+    ...                  backend=LocalBackend(predictor))  # doctest: +SKIP
+    >>> TestClient(app).post("/v1/models/churn:predict", json={"instances": [row]})  # doctest: +SKIP
+"""
+
+# no `from __future__ import annotations`: FastAPI must see the request model built at runtime
+import asyncio
+import hmac
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, create_model
+
+from raymlops.config import ServingConfig
+from raymlops.errors import DataValidationError
+from raymlops.predictor import Predictor
+from raymlops.schema import Schema
+
+__all__ = ["Backend", "LocalBackend", "PredictOutput", "create_app", "predict_records"]
+
+_OPEN_PATHS = {"/healthz", "/readyz"}
+
+
+@dataclass(frozen=True)
+class PredictOutput:
+    """What a backend answers for a list of rows."""
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    classes: list[Any] | None
+    model_version: str
+
+
+class Backend(Protocol):
+    """Answers predictions for validated rows; reports which version it serves."""
+
+    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+
+def predict_records(predictor: Predictor, records: list[dict[str, Any]]) -> PredictOutput:
+    """Rows (as dicts) -> the predictor's answer, through the version's own validator."""
+    frame = pd.DataFrame.from_records(records, columns=predictor.schema.input_columns)
+    typed = predictor.validate(frame)
+    prediction = predictor.predict(typed)
+    probabilities = None if prediction.probabilities is None else prediction.probabilities.tolist()
+    classes = (
+        list(predictor.pipeline.target.classes) if prediction.probabilities is not None else None
+    )
+    return PredictOutput(_plain(prediction.labels), probabilities, classes, predictor.version)
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    return [v.item() if hasattr(v, "item") else v for v in values]
+
+
+class LocalBackend:
+    """A backend holding a loaded version in-process (tests, and single-process serving)."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput:
+        return predict_records(self.predictor, records)
+
+    async def status(self) -> dict[str, Any]:
+        return {"ready": True, "model_version": self.predictor.version}
+
+
+def _error(
+    code: int, message: str, details: list[dict[str, Any]] | None = None, **headers: str
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return JSONResponse(body, status_code=code, headers=headers or None)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+class _NotReady(Exception):
+    pass
+
+
+class _UnknownModel(Exception):
+    pass
+
+
+class RequestGuard:
+    """ASGI middleware that refuses, before anything parses the body: a body over the limit
+    (413, also when it arrives chunked without Content-Length) and a predict request whose
+    content type is not JSON (415)."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
+        limit = self.max_body_bytes
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            await _error(413, f"request body is {length} bytes; the limit is {limit}")(
+                scope, receive, send
+            )
+            return
+        if scope["method"] == "POST" and scope["path"].endswith(":predict"):
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                response = _error(
+                    415, f"content type must be application/json, not {kind or 'missing'!r}"
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+        refused = False
+
+        async def limited_receive() -> dict[str, Any]:
+            # Answer 413 as soon as the body passes the limit, then tell the app the client left:
+            # whatever it answers after that is dropped (FastAPI turns a failed body read into 400).
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    response = _error(413, f"request body is over the limit of {limit} bytes")
+                    await response(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+def _details(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    """pydantic errors -> (status, message, [{row, field, message}])."""
+    details = []
+    for error in exc.errors():
+        loc = [p for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":
+            context = error.get("ctx", {}).get("error", "")
+            return 400, f"malformed JSON: {context}".strip(), []
+        row = loc[1] if len(loc) > 1 and loc[0] == "instances" and isinstance(loc[1], int) else None
+        field_path = loc[2:] if row is not None else loc
+        field = ".".join(str(p) for p in field_path) or None
+        message = error.get("msg", "invalid")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown column (not in the schema)"
+        details.append({"row": row, "field": field, "message": message})
+    first = details[0] if details else {"row": None, "field": None, "message": "invalid request"}
+    where = f"row {first['row']}, " if first["row"] is not None else ""
+    return 422, f"{where}field {first['field']}: {first['message']}", details
+
+
+def create_app(
+    *,
+    name: str,
+    schema: Schema,
+    serving: ServingConfig,
+    backend: Backend | None = None,
+    api_key: str | None = None,
+) -> FastAPI:
+    """The FastAPI app for model ``name``. ``backend`` may be set later on ``app.state``."""
+    Row = schema.row_model(f"{name.replace('-', '_').title()}Row")
+    PredictRequest = create_model(
+        "PredictRequest",
+        __config__={"extra": "forbid"},
+        instances=(
+            list[Row],
+            Field(min_length=1, max_length=serving.max_instances, description="rows to predict"),
+        ),
+    )
+
+    class PredictResponse(BaseModel):
+        predictions: list[Any]
+        probabilities: list[list[float]] | None = None
+        classes: list[Any] | None = None
+        model_version: str
+
+    auth_note = (
+        "Every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>` or `X-API-Key`."
+        if api_key
+        else "No API key is configured: the server only binds 127.0.0.1 by default."
+    )
+    app = FastAPI(
+        title=f"raymlops: {name}",
+        description=f"Predictions from the champion of `{name}` (KServe V1 shapes). {auth_note}",
+        version="1",
+    )
+    app.state.backend = backend
+    app.add_middleware(RequestGuard, max_body_bytes=serving.max_body_bytes)
+    bearer = HTTPBearer(auto_error=False)
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    async def require_key(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+        key: str | None = Depends(header_key),  # noqa: B008
+    ) -> None:
+        if api_key is None:
+            return
+        given = credentials.credentials if credentials else key
+        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise _Unauthorized
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
+        return _error(401, "missing or wrong API key", WWW_Authenticate="Bearer")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, details = _details(exc)
+        return _error(status, message, details)
+
+    def _backend() -> Backend:
+        if app.state.backend is None:
+            raise _NotReady
+        return app.state.backend
+
+    @app.exception_handler(_NotReady)
+    async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
+        return _error(503, "no model is loaded yet", **{"Retry-After": "1"})
+
+    def _check_name(model: str) -> None:
+        if model != name:
+            raise _UnknownModel(model)
+
+    @app.exception_handler(_UnknownModel)
+    async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
+        return _error(404, f"no model {exc.args[0]!r}; this server serves {name!r}")
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        if app.state.backend is None:
+            return _error(503, "no model is loaded yet", **{"Retry-After": "1"})
+        status = await app.state.backend.status()
+        return JSONResponse(
+            {"ready": bool(status.get("ready")), "model_version": status.get("model_version")}
+        )
+
+    @app.get("/v1/models/{model}", dependencies=[Depends(require_key)], tags=["models"])
+    async def model_status(model: str) -> dict[str, Any]:
+        _check_name(model)
+        status = await _backend().status()
+        canary = serving.canary.model_dump() if serving.canary.version else None
+        return {
+            "name": name,
+            "ready": bool(status.get("ready")),
+            "model_version": status.get("model_version"),
+            "canary": canary,
+        }
+
+    @app.post(
+        "/v1/models/{model}:predict",
+        response_model=PredictResponse,
+        dependencies=[Depends(require_key)],
+        tags=["models"],
+        responses={400: {}, 401: {}, 404: {}, 413: {}, 415: {}, 422: {}, 503: {}, 504: {}},
+    )
+    async def predict(model: str, body: PredictRequest) -> Any:  # type: ignore[valid-type]
+        _check_name(model)
+        records = [row.model_dump() for row in body.instances]  # type: ignore[attr-defined]
+        try:
+            output = await asyncio.wait_for(
+                _backend().predict(records), timeout=serving.request_timeout_s
+            )
+        except DataValidationError as exc:
+            report = exc.report
+            details = []
+            for issue in getattr(report, "issues", []):
+                for row, value in issue.examples:
+                    details.append(
+                        {
+                            "row": row - 1,
+                            "field": issue.column,
+                            "message": f"{issue.problem}: {value}",
+                        }
+                    )
+            return _error(422, str(exc).splitlines()[-1].strip(), details)
+        except TimeoutError:
+            return _error(504, f"the model did not answer within {serving.request_timeout_s}s")
+        return {
+            "predictions": output.predictions,
+            "probabilities": output.probabilities,
+            "classes": output.classes,
+            "model_version": output.model_version,
+        }
+
+    return app

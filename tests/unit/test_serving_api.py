@@ -1,0 +1,211 @@
+"""The HTTP API without Ray: KServe V1 shapes, the schema's row model, every bad input a 4xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raymlops.config import ColumnSpec, ServingConfig
+from raymlops.examples import make_churn
+from raymlops.predictor import load_predictor
+from raymlops.registry import Registry
+from raymlops.schema import Schema
+from raymlops.serving.api import LocalBackend, create_app
+from raymlops.storage import Storage
+from tests.helpers import register_model
+
+SCHEMA = Schema.from_columns(
+    {
+        "customer_id": ColumnSpec(type="string", role="id"),
+        "plan": ColumnSpec(type="category", categories=["basic", "pro", "enterprise"]),
+        "region": ColumnSpec(type="category", nullable=True, unknown="ignore"),
+        "tenure_months": ColumnSpec(type="int", min=0, max=600),
+        "monthly_spend": ColumnSpec(type="float", min=0, nullable=True),
+        "autopay": ColumnSpec(type="bool"),
+    },
+    target="churned",
+    task="classification",
+)
+ROW = {"customer_id": "c1", "plan": "pro", "region": "north", "tenure_months": 12, "monthly_spend": 55.5, "autopay": True}
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    registry = Registry(Storage.from_uri(str(tmp_path_factory.mktemp("serving") / "store")), "churn")
+    frame = make_churn(400, seed=2).drop(columns=["signup_date", "support_calls"])
+    register_model(registry, frame, SCHEMA)
+    return load_predictor(registry, "v1")
+
+
+def client_for(predictor, **serving: object) -> TestClient:  # type: ignore[no-untyped-def]
+    api_key = serving.pop("api_key", None)
+    app = create_app(
+        name="churn",
+        schema=SCHEMA,
+        serving=ServingConfig.model_validate({"max_instances": 50, "max_body_bytes": 20_000, **serving}),
+        backend=LocalBackend(predictor),
+        api_key=api_key,  # type: ignore[arg-type]
+    )
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(predictor) -> TestClient:  # type: ignore[no-untyped-def]
+    return client_for(predictor)
+
+
+def test_predict_answers_with_version_probabilities_and_the_in_process_result(client: TestClient, predictor) -> None:  # type: ignore[no-untyped-def]
+    rows = make_churn(20, seed=7).drop(columns=["signup_date", "support_calls", "churned"])
+    instances = json.loads(rows.to_json(orient="records"))
+    answer = client.post("/v1/models/churn:predict", json={"instances": instances})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == "v1"
+    assert body["classes"] == ["no", "yes"]
+    assert len(body["predictions"]) == 20
+    expected = predictor.predict(predictor.validate(pd.DataFrame(instances)))
+    np.testing.assert_allclose(np.array(body["probabilities"]), expected.probabilities, rtol=0, atol=1e-9)
+    assert body["predictions"] == expected.labels
+
+
+def test_health_readiness_and_model_status(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "alive"}
+    assert client.get("/readyz").json() == {"ready": True, "model_version": "v1"}
+    status = client.get("/v1/models/churn").json()
+    assert status == {"name": "churn", "ready": True, "model_version": "v1", "canary": None}
+    assert client.get("/v1/models/other").status_code == 404
+
+
+def test_openapi_documents_every_column(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    row = next(v for k, v in spec["components"]["schemas"].items() if k.endswith("Row"))
+    assert row["properties"]["tenure_months"]["maximum"] == 600
+    assert row["properties"]["plan"]["enum"] == ["basic", "pro", "enterprise"]
+    assert "nullable" in row["properties"]["monthly_spend"]["description"]
+    assert client.get("/docs").status_code == 200
+
+
+def _post(client: TestClient, body: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    return client.post("/v1/models/churn:predict", json=body, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("instances", "field", "row"),
+    [
+        ([{**ROW, "colour": "red"}], "colour", 0),
+        ([ROW, {k: v for k, v in ROW.items() if k != "plan"}], "plan", 1),
+        ([{**ROW, "tenure_months": "twelve"}], "tenure_months", 0),
+        ([{**ROW, "tenure_months": 12.5}], "tenure_months", 0),
+        ([{**ROW, "autopay": "yes"}], "autopay", 0),
+        ([{**ROW, "tenure_months": -1}], "tenure_months", 0),
+        ([ROW, ROW, {**ROW, "monthly_spend": -5}], "monthly_spend", 2),
+        ([{**ROW, "plan": "gold"}], "plan", 0),
+        ([{**ROW, "plan": None}], "plan", 0),
+    ],
+    ids=["unknown-column", "missing-column", "wrong-type", "fraction-for-int", "not-a-bool", "out-of-range",
+         "third-row", "unknown-category", "null"],
+)
+def test_bad_rows_are_422_naming_field_and_row(client: TestClient, instances: list, field: str, row: int) -> None:
+    answer = _post(client, {"instances": instances})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["error"]["details"][0]
+    assert (detail["field"], detail["row"]) == (field, row)
+    assert f"row {row}, field {field}" in answer.json()["error"]["message"]
+
+
+def test_unknown_category_is_accepted_where_the_schema_says_ignore(client: TestClient) -> None:
+    assert _post(client, {"instances": [{**ROW, "region": "atlantis"}]}).status_code == 200
+
+
+def test_nan_and_infinity_are_rejected(client: TestClient) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        raw = json.dumps({"instances": [ROW]}).replace("55.5", literal)
+        answer = client.post("/v1/models/churn:predict", content=raw, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, (literal, answer.text)
+        assert answer.json()["error"]["details"][0]["field"] == "monthly_spend"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ([ROW], 422),
+        ({"rows": [ROW]}, 422),
+        ({"instances": []}, 422),
+        ({"instances": [ROW] * 51}, 422),
+        ({"instances": "all"}, 422),
+        ({"instances": [ROW], "extra": 1}, 422),
+    ],
+    ids=["not-an-object", "no-instances", "empty", "too-many", "not-a-list", "unknown-key"],
+)
+def test_request_shape_errors(client: TestClient, body: object, status: int) -> None:
+    answer = _post(client, body)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["details"], "a 4xx names what is wrong"
+
+
+def test_malformed_json_is_400_and_wrong_content_type_415(client: TestClient) -> None:
+    broken = client.post("/v1/models/churn:predict", content=b'{"instances": [', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 400
+    assert "malformed JSON" in broken.json()["error"]["message"]
+    text = client.post("/v1/models/churn:predict", content=b"plan=pro", headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415
+    assert "application/json" in text.json()["error"]["message"]
+
+
+def test_body_over_the_limit_is_413_before_parsing(client: TestClient) -> None:
+    big = {"instances": [{**ROW, "customer_id": "x" * 30_000}]}
+    assert _post(client, big).status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while the body arrives
+        yield b'{"instances": [' + b" " * 15_000
+        yield b" " * 15_000 + b"]}"
+
+    answer = client.post("/v1/models/churn:predict", content=chunks(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+
+
+def test_api_key_is_required_except_for_health(predictor) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(predictor, api_key="s3cret")
+    assert _post(client, {"instances": [ROW]}).status_code == 401
+    assert _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/v1/models/churn").status_code == 401
+    assert _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert _post(client, {"instances": [ROW]}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert "Bearer" in client.get("/openapi.json").json()["info"]["description"]
+
+
+def test_no_backend_yet_means_not_ready(predictor) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(name="churn", schema=SCHEMA, serving=ServingConfig())
+    client = TestClient(app)
+    assert client.get("/readyz").status_code == 503
+    answer = _post(client, {"instances": [ROW]})
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+
+
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+rows = st.dictionaries(st.sampled_from([*ROW, "zzz"]), values, max_size=8)
+bodies = st.one_of(
+    st.fixed_dictionaries({"instances": st.lists(rows, max_size=4)}),
+    st.fixed_dictionaries({"instances": st.lists(st.builds(lambda r: {**ROW, **r}, rows), min_size=1, max_size=4)}),
+    values,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=bodies)
+def test_generated_bodies_never_get_a_server_error(client: TestClient, body: object) -> None:
+    answer = _post(client, body)
+    assert answer.status_code in (200, 400, 413, 415, 422), answer.text

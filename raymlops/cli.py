@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -380,6 +381,59 @@ def registry_rollback(
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)"
     )
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOpt,
+    address: AddressOpt = None,
+    alias: Annotated[str, typer.Option(help="Registry alias or version to serve.")] = "champion",
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Return after deploying (needs --address).")
+    ] = False,
+) -> None:
+    """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it)."""
+    cfg = _load(config)
+    from raymlops.runtime import ensure_ray
+    from raymlops.serving.app import build_application, resolve_api_key
+
+    api_key = resolve_api_key(cfg)
+    if detach and not (address or os.environ.get("RAY_ADDRESS")):
+        raise RaymlopsError(
+            "--detach needs a running cluster (--address or RAY_ADDRESS): a local Ray ends with this process"
+        )
+    ensure_ray(address)
+    from ray import serve
+
+    application = build_application(cfg, alias=alias)
+    serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
+    serve.run(application, name=cfg.name, route_prefix="/")
+    url = f"http://{cfg.serving.host}:{cfg.serving.port}"
+    lines = [
+        f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
+        f"  docs      {url}/docs",
+        f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
+        "  key       "
+        + (
+            f"required: Authorization: Bearer ${cfg.serving.api_key_env}"
+            if api_key
+            else "none (bound to loopback only)"
+        ),
+    ]
+    out.print(Panel("\n".join(lines), title="raymlops serve", expand=False))
+    if detach:
+        return
+    out.print("[dim]Ctrl-C to stop[/]")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        out.print("stopping ...")
+    finally:
+        serve.shutdown()
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -267,6 +267,9 @@ class ServingConfig(_Strict):
     max_batch_size: int = Field(default=64, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     max_ongoing_requests: int = Field(default=32, ge=1)
+    replica_cpus: float = Field(
+        default=0.5, gt=0, description="CPUs reserved per model replica (the ingress takes 0.25)"
+    )
     max_instances: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=4_000_000, ge=1024)
     request_timeout_s: float = Field(default=10.0, gt=0)

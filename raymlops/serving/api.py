@@ -42,7 +42,14 @@ from raymlops.errors import DataValidationError
 from raymlops.predictor import Predictor
 from raymlops.schema import Schema
 
-__all__ = ["Backend", "LocalBackend", "PredictOutput", "create_app", "predict_records"]
+__all__ = [
+    "Backend",
+    "LocalBackend",
+    "PredictOutput",
+    "ServiceOverloaded",
+    "create_app",
+    "predict_records",
+]
 
 _OPEN_PATHS = {"/healthz", "/readyz"}
 
@@ -99,6 +106,26 @@ def _error(
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or []}}
     return JSONResponse(body, status_code=code, headers=headers or None)
+
+
+#: backends attached in this process, by key: a Serve replica deserialises its own copy of the
+#: FastAPI app, so the replica's constructor attaches the backend here rather than on the app
+_ATTACHED: dict[str, Backend] = {}
+
+
+def attach_backend(key: str, backend: Backend) -> None:
+    """Make ``backend`` answer for the apps created with ``backend_key=key`` in this process."""
+    _ATTACHED[key] = backend
+
+
+def attached_backend(key: str | None) -> Backend | None:
+    # a module-level function: cloudpickle sends it by reference, so a deserialised app reads
+    # this process's registry (a closure would carry a copy of the dict)
+    return _ATTACHED.get(key) if key else None
+
+
+class ServiceOverloaded(Exception):
+    """Raised by a backend whose queue is full: the client gets 503 with Retry-After."""
 
 
 class _Unauthorized(Exception):
@@ -197,8 +224,13 @@ def create_app(
     serving: ServingConfig,
     backend: Backend | None = None,
     api_key: str | None = None,
+    backend_key: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app for model ``name``. ``backend`` may be set later on ``app.state``."""
+    """The FastAPI app for model ``name``.
+
+    The backend is ``backend``, or the one attached later under ``backend_key`` with
+    :func:`attach_backend` in the process that serves the app (a Serve replica).
+    """
     Row = schema.row_model(f"{name.replace('-', '_').title()}Row")
     PredictRequest = create_model(
         "PredictRequest",
@@ -250,9 +282,10 @@ def create_app(
         return _error(status, message, details)
 
     def _backend() -> Backend:
-        if app.state.backend is None:
+        backend = app.state.backend or attached_backend(backend_key)
+        if backend is None:
             raise _NotReady
-        return app.state.backend
+        return backend
 
     @app.exception_handler(_NotReady)
     async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
@@ -272,9 +305,10 @@ def create_app(
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        if app.state.backend is None:
+        try:
+            status = await _backend().status()
+        except _NotReady:
             return _error(503, "no model is loaded yet", **{"Retry-After": "1"})
-        status = await app.state.backend.status()
         return JSONResponse(
             {"ready": bool(status.get("ready")), "model_version": status.get("model_version")}
         )
@@ -318,6 +352,8 @@ def create_app(
                         }
                     )
             return _error(422, str(exc).splitlines()[-1].strip(), details)
+        except ServiceOverloaded:
+            return _error(503, "the model is overloaded; retry shortly", **{"Retry-After": "1"})
         except TimeoutError:
             return _error(504, f"the model did not answer within {serving.request_timeout_s}s")
         return {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,12 +32,21 @@ SCHEMA = Schema.from_columns(
     target="churned",
     task="classification",
 )
-ROW = {"customer_id": "c1", "plan": "pro", "region": "north", "tenure_months": 12, "monthly_spend": 55.5, "autopay": True}
+ROW = {
+    "customer_id": "c1",
+    "plan": "pro",
+    "region": "north",
+    "tenure_months": 12,
+    "monthly_spend": 55.5,
+    "autopay": True,
+}
 
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    registry = Registry(Storage.from_uri(str(tmp_path_factory.mktemp("serving") / "store")), "churn")
+    registry = Registry(
+        Storage.from_uri(str(tmp_path_factory.mktemp("serving") / "store")), "churn"
+    )
     frame = make_churn(400, seed=2).drop(columns=["signup_date", "support_calls"])
     register_model(registry, frame, SCHEMA)
     return load_predictor(registry, "v1")
@@ -49,7 +57,9 @@ def client_for(predictor, **serving: object) -> TestClient:  # type: ignore[no-u
     app = create_app(
         name="churn",
         schema=SCHEMA,
-        serving=ServingConfig.model_validate({"max_instances": 50, "max_body_bytes": 20_000, **serving}),
+        serving=ServingConfig.model_validate(
+            {"max_instances": 50, "max_body_bytes": 20_000, **serving}
+        ),
         backend=LocalBackend(predictor),
         api_key=api_key,  # type: ignore[arg-type]
     )
@@ -61,7 +71,9 @@ def client(predictor) -> TestClient:  # type: ignore[no-untyped-def]
     return client_for(predictor)
 
 
-def test_predict_answers_with_version_probabilities_and_the_in_process_result(client: TestClient, predictor) -> None:  # type: ignore[no-untyped-def]
+def test_predict_answers_with_version_probabilities_and_the_in_process_result(
+    client: TestClient, predictor
+) -> None:  # type: ignore[no-untyped-def]
     rows = make_churn(20, seed=7).drop(columns=["signup_date", "support_calls", "churned"])
     instances = json.loads(rows.to_json(orient="records"))
     answer = client.post("/v1/models/churn:predict", json={"instances": instances})
@@ -71,7 +83,9 @@ def test_predict_answers_with_version_probabilities_and_the_in_process_result(cl
     assert body["classes"] == ["no", "yes"]
     assert len(body["predictions"]) == 20
     expected = predictor.predict(predictor.validate(pd.DataFrame(instances)))
-    np.testing.assert_allclose(np.array(body["probabilities"]), expected.probabilities, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        np.array(body["probabilities"]), expected.probabilities, rtol=0, atol=1e-9
+    )
     assert body["predictions"] == expected.labels
 
 
@@ -109,10 +123,21 @@ def _post(client: TestClient, body: object, **kwargs: object):  # type: ignore[n
         ([{**ROW, "plan": "gold"}], "plan", 0),
         ([{**ROW, "plan": None}], "plan", 0),
     ],
-    ids=["unknown-column", "missing-column", "wrong-type", "fraction-for-int", "not-a-bool", "out-of-range",
-         "third-row", "unknown-category", "null"],
+    ids=[
+        "unknown-column",
+        "missing-column",
+        "wrong-type",
+        "fraction-for-int",
+        "not-a-bool",
+        "out-of-range",
+        "third-row",
+        "unknown-category",
+        "null",
+    ],
 )
-def test_bad_rows_are_422_naming_field_and_row(client: TestClient, instances: list, field: str, row: int) -> None:
+def test_bad_rows_are_422_naming_field_and_row(
+    client: TestClient, instances: list, field: str, row: int
+) -> None:
     answer = _post(client, {"instances": instances})
     assert answer.status_code == 422, answer.text
     detail = answer.json()["error"]["details"][0]
@@ -127,7 +152,9 @@ def test_unknown_category_is_accepted_where_the_schema_says_ignore(client: TestC
 def test_nan_and_infinity_are_rejected(client: TestClient) -> None:
     for literal in ("NaN", "Infinity", "-Infinity"):
         raw = json.dumps({"instances": [ROW]}).replace("55.5", literal)
-        answer = client.post("/v1/models/churn:predict", content=raw, headers={"Content-Type": "application/json"})
+        answer = client.post(
+            "/v1/models/churn:predict", content=raw, headers={"Content-Type": "application/json"}
+        )
         assert answer.status_code == 422, (literal, answer.text)
         assert answer.json()["error"]["details"][0]["field"] == "monthly_spend"
 
@@ -151,10 +178,16 @@ def test_request_shape_errors(client: TestClient, body: object, status: int) -> 
 
 
 def test_malformed_json_is_400_and_wrong_content_type_415(client: TestClient) -> None:
-    broken = client.post("/v1/models/churn:predict", content=b'{"instances": [', headers={"Content-Type": "application/json"})
+    broken = client.post(
+        "/v1/models/churn:predict",
+        content=b'{"instances": [',
+        headers={"Content-Type": "application/json"},
+    )
     assert broken.status_code == 400
     assert "malformed JSON" in broken.json()["error"]["message"]
-    text = client.post("/v1/models/churn:predict", content=b"plan=pro", headers={"Content-Type": "text/plain"})
+    text = client.post(
+        "/v1/models/churn:predict", content=b"plan=pro", headers={"Content-Type": "text/plain"}
+    )
     assert text.status_code == 415
     assert "application/json" in text.json()["error"]["message"]
 
@@ -167,16 +200,24 @@ def test_body_over_the_limit_is_413_before_parsing(client: TestClient) -> None:
         yield b'{"instances": [' + b" " * 15_000
         yield b" " * 15_000 + b"]}"
 
-    answer = client.post("/v1/models/churn:predict", content=chunks(), headers={"Content-Type": "application/json"})
+    answer = client.post(
+        "/v1/models/churn:predict", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert answer.status_code == 413
 
 
 def test_api_key_is_required_except_for_health(predictor) -> None:  # type: ignore[no-untyped-def]
     client = client_for(predictor, api_key="s3cret")
     assert _post(client, {"instances": [ROW]}).status_code == 401
-    assert _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     assert client.get("/v1/models/churn").status_code == 401
-    assert _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert (
+        _post(client, {"instances": [ROW]}, headers={"Authorization": "Bearer s3cret"}).status_code
+        == 200
+    )
     assert _post(client, {"instances": [ROW]}, headers={"X-API-Key": "s3cret"}).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
@@ -193,18 +234,27 @@ def test_no_backend_yet_means_not_ready(predictor) -> None:  # type: ignore[no-u
 
 
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 rows = st.dictionaries(st.sampled_from([*ROW, "zzz"]), values, max_size=8)
 bodies = st.one_of(
     st.fixed_dictionaries({"instances": st.lists(rows, max_size=4)}),
-    st.fixed_dictionaries({"instances": st.lists(st.builds(lambda r: {**ROW, **r}, rows), min_size=1, max_size=4)}),
+    st.fixed_dictionaries(
+        {"instances": st.lists(st.builds(lambda r: {**ROW, **r}, rows), min_size=1, max_size=4)}
+    ),
     values,
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=bodies)
 def test_generated_bodies_never_get_a_server_error(client: TestClient, body: object) -> None:
     answer = _post(client, body)

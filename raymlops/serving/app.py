@@ -1,0 +1,199 @@
+"""The Ray Serve application: the FastAPI ingress and a batching model deployment.
+
+::
+
+    HTTP ─► Ingress (FastAPI app of raymlops.serving.api) ─► ModelDeployment (@serve.batch)
+                                                                 └─ Predictor (registry alias,
+                                                                    sha256-verified files)
+
+The ingress validates requests against the schema and calls the model deployment through a
+``DeploymentHandle``; the model deployment batches requests (``max_batch_size``,
+``batch_wait_timeout_s``), autoscales (``serving.autoscaling``) and answers 503 with
+``Retry-After`` when its queue is full.
+
+``build_app`` is the typed app builder for ``serve run`` / ``serve deploy``::
+
+    serve run raymlops.serving.app:build_app config=path/to/raymlops.yaml
+
+Example:
+    >>> serve.run(build_app({"config": "raymlops.yaml"}), name="churn")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from raymlops.config import ProjectConfig, load_config
+from raymlops.errors import ConfigError, DataValidationError
+from raymlops.predictor import load_predictor
+from raymlops.registry import Registry
+from raymlops.serving.api import (
+    PredictOutput,
+    ServiceOverloaded,
+    attach_backend,
+    create_app,
+    predict_records,
+)
+from raymlops.storage import Storage
+
+__all__ = ["BuildArgs", "ModelDeployment", "build_app", "build_application", "resolve_api_key"]
+
+
+class BuildArgs(BaseModel):
+    """Arguments of :func:`build_app` (``serve run ... config=C alias=champion``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str
+    alias: str = "champion"
+
+
+def resolve_api_key(config: ProjectConfig) -> str | None:
+    """The API key from ``serving.api_key_env``; without one, only loopback may be bound.
+
+    Raises:
+        ConfigError: no key is set and ``serving.host`` is not a loopback address.
+    """
+    env = config.serving.api_key_env
+    key = os.environ.get(env) if env else None
+    if not key and config.serving.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"serving.host is {config.serving.host!r} but no API key is set: export "
+            f"{env or 'RAYMLOPS_API_KEY'} (and set serving.api_key_env), or bind 127.0.0.1"
+        )
+    return key or None
+
+
+@serve.deployment(name="model")
+class ModelDeployment:
+    """Holds one verified registry version and answers batched predictions."""
+
+    def __init__(
+        self, storage: str, name: str, alias: str, max_batch_size: int, batch_wait_timeout_s: float
+    ) -> None:
+        registry = Registry(Storage.from_uri(storage, create=False), name)
+        self.predictor = load_predictor(registry, alias)
+        self.predict_batch.set_max_batch_size(max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        predictor = self.predictor  # the whole batch is answered by one version
+        try:
+            combined = predict_records(predictor, [row for rows in requests for row in rows])
+        except DataValidationError:
+            # one bad request must not fail the others batched with it
+            return [self._one(predictor, rows) for rows in requests]
+        answers, start = [], 0
+        for rows in requests:
+            end = start + len(rows)
+            answers.append(
+                {
+                    "predictions": combined.predictions[start:end],
+                    "probabilities": None
+                    if combined.probabilities is None
+                    else combined.probabilities[start:end],
+                    "classes": combined.classes,
+                    "model_version": combined.model_version,
+                }
+            )
+            start = end
+        return answers
+
+    @staticmethod
+    def _one(predictor: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return predict_records(predictor, rows).__dict__
+        except DataValidationError as exc:
+            return {
+                "error": str(exc),
+                "report": exc.report.to_dict() if exc.report is not None else None,
+            }
+
+    async def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.predict_batch(rows)
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": True, "model_version": self.predictor.version}
+
+
+class HandleBackend:
+    """The ingress's backend: calls the model deployment through its handle."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput:
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            answer = await self.handle.predict.remote(records)
+        except BackPressureError as exc:
+            raise ServiceOverloaded(str(exc)) from None
+        if "error" in answer:
+            raise DataValidationError(answer["error"], report=_Report(answer.get("report")))
+        return PredictOutput(**answer)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.handle.status.remote()
+
+
+class _Report:
+    """The parts of a ValidationReport that the API reads, rebuilt from its dict form."""
+
+    def __init__(self, payload: dict[str, Any] | None) -> None:
+        from raymlops.data.validation import ColumnIssue
+
+        self.issues = [
+            ColumnIssue(
+                i["column"],
+                i["problem"],
+                i["expected"],
+                i["bad_rows"],
+                [(r["row"], r["value"]) for r in i["first_rows"]],
+            )
+            for i in (payload or {}).get("issues", [])
+        ]
+
+
+def build_application(config: ProjectConfig, *, alias: str = "champion") -> serve.Application:
+    """The Serve application of ``config``: ingress + model deployment, bound and ready to run."""
+    serving = config.serving
+    api_key = resolve_api_key(config)
+    registry = Registry(Storage.from_uri(config.storage, create=False), config.name)
+    schema = load_predictor(registry, alias).schema  # verifies the version before anything runs
+    backend_key = f"{config.name}-{uuid.uuid4().hex}"
+    fastapi_app = create_app(
+        name=config.name, schema=schema, serving=serving, api_key=api_key, backend_key=backend_key
+    )
+
+    @serve.deployment(
+        name="ingress",
+        max_ongoing_requests=serving.max_ongoing_requests * 4,
+        ray_actor_options={"num_cpus": 0.25},
+    )
+    @serve.ingress(fastapi_app)
+    class Ingress:
+        def __init__(self, model: DeploymentHandle) -> None:
+            attach_backend(backend_key, HandleBackend(model))
+
+    autoscaling = serving.autoscaling.model_dump()
+    model = ModelDeployment.options(
+        autoscaling_config={**autoscaling, "initial_replicas": max(1, autoscaling["min_replicas"])},
+        max_ongoing_requests=serving.max_ongoing_requests,
+        max_queued_requests=serving.max_ongoing_requests * 4,
+        ray_actor_options={"num_cpus": serving.replica_cpus},
+    ).bind(config.storage, config.name, alias, serving.max_batch_size, serving.batch_wait_timeout_s)
+    return Ingress.bind(model)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Typed app builder for ``serve run raymlops.serving.app:build_app config=C``."""
+    parsed = BuildArgs.model_validate(args)
+    return build_application(load_config(parsed.config), alias=parsed.alias)

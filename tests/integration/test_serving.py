@@ -1,0 +1,142 @@
+"""Real HTTP through Ray Serve: same answers as in-process, schema errors as 4xx, the API key,
+loopback only."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from raymlops.config import load_config
+from raymlops.examples import make_churn
+from raymlops.pipeline import open_registry
+from raymlops.predictor import load_predictor
+from raymlops.schema import Schema
+from raymlops.serving.app import build_app, build_application
+from tests.conftest import write_project
+from tests.helpers import register_model
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    config_path = write_project(
+        root, extra=f"serving: {{port: {port}, max_batch_size: 16, batch_wait_timeout_s: 0.002}}\n"
+    )
+    config = load_config(config_path)
+    registry = open_registry(config)
+    frame = make_churn(500, seed=11)
+    version = register_model(registry, frame, Schema.from_config(config))
+    registry.promote(version)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"config": str(config_path)}), name="churn", route_prefix="/")
+    yield config_path, f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def _instances(rows: int, seed: int) -> list[dict]:
+    frame = make_churn(rows, seed=seed).drop(columns=["churned"])
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def test_http_predictions_equal_the_in_process_model(served: tuple[Path, str]) -> None:
+    config_path, url = served
+    instances = _instances(40, seed=21)
+    answer = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": instances}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    predictor = load_predictor(open_registry(load_config(config_path)))
+    expected = predictor.predict(predictor.validate(pd.DataFrame(instances)))
+    assert body["model_version"] == "v1"
+    assert body["predictions"] == expected.labels
+    np.testing.assert_allclose(
+        np.array(body["probabilities"]), expected.probabilities, rtol=0, atol=1e-9
+    )
+
+
+def test_concurrent_single_rows_are_batched_and_all_answered(served: tuple[Path, str]) -> None:
+    import asyncio
+
+    _, url = served
+    instances = _instances(32, seed=5)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            calls = [
+                client.post(f"{url}/v1/models/churn:predict", json={"instances": [row]})
+                for row in instances
+            ]
+            return await asyncio.gather(*calls)
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 32
+    assert {a.json()["model_version"] for a in answers} == {"v1"}
+
+
+def test_bad_input_through_serve_is_a_4xx(served: tuple[Path, str]) -> None:
+    _, url = served
+    row = _instances(1, seed=1)[0]
+    bad = httpx.post(
+        f"{url}/v1/models/churn:predict", json={"instances": [{**row, "plan": "gold"}]}, timeout=30
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "plan"
+    assert (
+        httpx.post(
+            f"{url}/v1/models/churn:predict",
+            content=b"{",
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        ).status_code
+        == 400
+    )
+    assert httpx.get(f"{url}/readyz", timeout=30).json() == {"ready": True, "model_version": "v1"}
+    assert httpx.get(f"{url}/v1/models/churn", timeout=30).json()["model_version"] == "v1"
+
+
+def test_the_http_port_listens_on_loopback_only(served: tuple[Path, str]) -> None:
+    _, url = served
+    port = url.rsplit(":", 1)[1]
+    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    sockets = [
+        line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")
+    ]
+    assert sockets, listening
+    assert all(s.startswith(("127.0.0.1:", "[::1]:")) for s in sockets), sockets
+
+
+def test_api_key_from_the_environment(
+    served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray import serve
+
+    config_path, url = served
+    monkeypatch.setenv("RAYMLOPS_API_KEY", "k3y")
+    serve.run(build_application(load_config(config_path)), name="keyed", route_prefix="/keyed")
+    try:
+        row = _instances(1, seed=2)[0]
+        target = f"{url}/keyed/v1/models/churn:predict"
+        assert httpx.post(target, json={"instances": [row]}, timeout=30).status_code == 401
+        ok = httpx.post(
+            target, json={"instances": [row]}, headers={"Authorization": "Bearer k3y"}, timeout=30
+        )
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/keyed/healthz", timeout=30).status_code == 200
+    finally:
+        serve.delete("keyed")

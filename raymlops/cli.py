@@ -436,6 +436,36 @@ def serve_command(
         serve.shutdown()
 
 
+@app.command("predict")
+def predict_command(
+    config: ConfigOpt,
+    input_path: Annotated[
+        str, typer.Option("--input", help="CSV or Parquet rows: path, glob or URI.")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", help="Folder (or URI) for the Parquet output.")
+    ],
+    alias: Annotated[str, typer.Option(help="Registry alias or version.")] = "champion",
+    address: AddressOpt = None,
+) -> None:
+    """Batch inference with Ray Data and an actor pool holding the model; Parquet out."""
+    from raymlops.runtime import ensure_ray
+    from raymlops.serving.batch import batch_predict
+
+    cfg = _load(config)
+    ensure_ray(address)
+    result = batch_predict(cfg, input_path, output, alias=alias)
+    out.print(
+        Panel(
+            f"[green]✓[/] {result.rows} rows predicted by {cfg.name} {result.version} "
+            f"in {result.seconds:.1f}s\n  output  {result.output} (Parquet: input columns, "
+            "prediction, probability_<class>, model_version, row)",
+            title="raymlops predict",
+            expand=False,
+        )
+    )
+
+
 # -- demo ----------------------------------------------------------------------------------------
 
 

@@ -82,16 +82,19 @@ def _num_rows(block: pa.Table | pd.DataFrame) -> int:
 
 @ray.remote(num_returns=2)
 def _validate_block(
-    block: pa.Table | pd.DataFrame, schema_dict: dict, offset: int
+    block: pa.Table | pd.DataFrame, schema_dict: dict, offset: int, require_target: bool
 ) -> tuple[pd.DataFrame, ValidationReport]:
     frame = block.to_pandas() if isinstance(block, pa.Table) else block
-    typed, report = validate_frame(frame, Schema.from_dict(schema_dict), row_offset=offset)
+    schema = Schema.from_dict(schema_dict)
+    typed, report = validate_frame(frame, schema, row_offset=offset, require_target=require_target)
     typed[ROW_ID] = np.arange(offset, offset + len(typed), dtype=np.int64)
     return typed, report
 
 
-def load_validated(source: str, schema: Schema) -> ValidatedData:
+def load_validated(source: str, schema: Schema, *, require_target: bool = True) -> ValidatedData:
     """Read ``source`` and validate every block in parallel against ``schema``.
+
+    ``require_target=False`` validates rows to predict (the target may be absent).
 
     Raises:
         ConfigError: the source does not exist or has an unknown format.
@@ -111,7 +114,9 @@ def load_validated(source: str, schema: Schema) -> ValidatedData:
     typed_refs, report_refs = [], []
     schema_dict = schema.to_dict()
     for ref, offset in zip(block_refs, offsets, strict=True):
-        typed_ref, report_ref = _validate_block.remote(ref, schema_dict, int(offset))
+        typed_ref, report_ref = _validate_block.remote(
+            ref, schema_dict, int(offset), require_target
+        )
         typed_refs.append(typed_ref)
         report_refs.append(report_ref)
     report = ValidationReport.merge(ray.get(report_refs))

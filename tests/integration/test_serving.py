@@ -140,3 +140,65 @@ def test_api_key_from_the_environment(
         assert httpx.get(f"{url}/keyed/healthz", timeout=30).status_code == 200
     finally:
         serve.delete("keyed")
+
+
+def test_batch_job_equals_http_and_in_process(served: tuple[Path, str], tmp_path: Path) -> None:
+    from raymlops.cli import main
+    from raymlops.serving.batch import read_predictions
+
+    config_path, url = served
+    rows = make_churn(300, seed=31).drop(columns=["churned"])
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert (
+        main(
+            [
+                "predict",
+                "--config",
+                str(config_path),
+                "--input",
+                str(tmp_path / "rows.csv"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    batch = read_predictions(str(tmp_path / "out"))
+    assert batch["row"].tolist() == list(range(300))
+    assert set(batch["model_version"]) == {"v1"}
+    instances = json.loads(rows.head(25).to_json(orient="records", date_format="iso"))
+    http = httpx.post(
+        f"{url}/v1/models/churn:predict", json={"instances": instances}, timeout=30
+    ).json()
+    np.testing.assert_allclose(
+        batch[["probability_no", "probability_yes"]].head(25).to_numpy(),
+        np.array(http["probabilities"]),
+        rtol=0,
+        atol=1e-9,
+    )
+    assert batch["prediction"].head(25).tolist() == http["predictions"]
+
+
+def test_batch_job_reports_bad_rows_and_writes_nothing(
+    served: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raymlops.cli import main
+
+    config_path, _ = served
+    rows = make_churn(50, seed=32).drop(columns=["churned"]).astype({"tenure_months": object})
+    rows.loc[4, "tenure_months"] = "old"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    code = main(
+        [
+            "predict",
+            "--config",
+            str(config_path),
+            "--input",
+            str(tmp_path / "rows.csv"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 3
+    assert "column 'tenure_months': wrong type in 1 row(s)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -409,31 +409,32 @@ def serve_command(
     from ray import serve
 
     application = build_application(cfg, alias=alias)
-    serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
-    serve.run(application, name=cfg.name, route_prefix="/")
-    url = f"http://{cfg.serving.host}:{cfg.serving.port}"
-    lines = [
-        f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
-        f"  docs      {url}/docs",
-        f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
-        "  key       "
-        + (
+    try:
+        serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
+        serve.run(application, name=cfg.name, route_prefix="/")
+        url = f"http://{cfg.serving.host}:{cfg.serving.port}"
+        key = (
             f"required: Authorization: Bearer ${cfg.serving.api_key_env}"
             if api_key
-            else "none (bound to loopback only)"
-        ),
-    ]
-    out.print(Panel("\n".join(lines), title="raymlops serve", expand=False))
-    if detach:
-        return
-    out.print("[dim]Ctrl-C to stop[/]")
-    try:
+            else "none (loopback only)"
+        )
+        lines = [
+            f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
+            f"  docs      {url}/docs",
+            f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
+            f"  key       {key}",
+        ]
+        out.print(Panel("\n".join(lines), title="raymlops serve", expand=False))
+        if detach:
+            return
+        out.print("[dim]Ctrl-C to stop[/]")
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         out.print("stopping ...")
     finally:
-        serve.shutdown()
+        if not detach:
+            serve.shutdown()
 
 
 @app.command("predict")

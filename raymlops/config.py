@@ -273,6 +273,9 @@ class ServingConfig(_Strict):
     max_instances: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=4_000_000, ge=1024)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    reload_poll_s: float = Field(
+        default=2.0, gt=0, description="how often replicas check the alias for a new version"
+    )
     api_key_env: str | None = "RAYMLOPS_API_KEY"
     canary: CanaryConfig = CanaryConfig()
 

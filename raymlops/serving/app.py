@@ -21,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -41,6 +43,8 @@ from raymlops.serving.api import (
     predict_records,
 )
 from raymlops.storage import Storage
+
+_log = logging.getLogger("raymlops.serving")
 
 __all__ = ["BuildArgs", "ModelDeployment", "build_app", "build_application", "resolve_api_key"]
 
@@ -72,15 +76,68 @@ def resolve_api_key(config: ProjectConfig) -> str | None:
 
 @serve.deployment(name="model")
 class ModelDeployment:
-    """Holds one verified registry version and answers batched predictions."""
+    """Holds one verified registry version, answers batched predictions, and follows the alias.
+
+    Zero-downtime swap: a watcher thread polls the alias every ``reload_poll_s`` (``reload()``
+    checks at once). When it moves, the new version is loaded and verified in the background
+    while the old one keeps answering, then ``self.predictor`` is replaced in one assignment.
+    A batch takes its predictor once, so requests in flight finish on the version they started
+    with, and no answer comes from a half-loaded model. A version that fails to load is logged
+    and the old one keeps serving. Rollback is the same move backwards.
+    """
 
     def __init__(
-        self, storage: str, name: str, alias: str, max_batch_size: int, batch_wait_timeout_s: float
+        self,
+        storage: str,
+        name: str,
+        alias: str,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        reload_poll_s: float = 2.0,
     ) -> None:
-        registry = Registry(Storage.from_uri(storage, create=False), name)
-        self.predictor = load_predictor(registry, alias)
+        self._registry = Registry(Storage.from_uri(storage, create=False), name)
+        self._alias = alias
+        self.predictor = load_predictor(self._registry, alias)
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._poll_s = reload_poll_s
+        self._watcher = threading.Thread(
+            target=self._watch, name="raymlops-alias-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self._follow_alias()
+
+    def _follow_alias(self) -> None:
+        try:
+            target = self._registry.resolve(self._alias)
+            if target == self.predictor.version:
+                return
+            loaded = load_predictor(self._registry, target)  # verified, complete, then swapped
+        except Exception as exc:  # keep serving the loaded version, whatever went wrong
+            _log.warning("alias %r: staying on %s: %s", self._alias, self.predictor.version, exc)
+            return
+        previous, self.predictor = self.predictor.version, loaded
+        _log.info("alias %r moved: now serving %s (was %s)", self._alias, loaded.version, previous)
+
+    def reload(self) -> str:
+        """Check the alias now (the push after a promotion); returns the version served."""
+        self._follow_alias()
+        return self.predictor.version
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._wake.set()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -189,7 +246,14 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         max_ongoing_requests=serving.max_ongoing_requests,
         max_queued_requests=serving.max_ongoing_requests * 4,
         ray_actor_options={"num_cpus": serving.replica_cpus},
-    ).bind(config.storage, config.name, alias, serving.max_batch_size, serving.batch_wait_timeout_s)
+    ).bind(
+        config.storage,
+        config.name,
+        alias,
+        serving.max_batch_size,
+        serving.batch_wait_timeout_s,
+        serving.reload_poll_s,
+    )
     return Ingress.bind(model)
 
 

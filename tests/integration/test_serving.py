@@ -37,7 +37,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     root = tmp_path_factory.mktemp("serve")
     port = _free_port()
     config_path = write_project(
-        root, extra=f"serving: {{port: {port}, max_batch_size: 16, batch_wait_timeout_s: 0.002}}\n"
+        root,
+        extra=f"serving: {{port: {port}, max_batch_size: 16, batch_wait_timeout_s: 0.002, reload_poll_s: 0.5}}\n",
     )
     config = load_config(config_path)
     registry = open_registry(config)
@@ -202,3 +203,64 @@ def test_batch_job_reports_bad_rows_and_writes_nothing(
     assert code == 3
     assert "column 'tenure_months': wrong type in 1 row(s)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_promotion_and_rollback_under_load_swap_versions_without_errors(
+    served: tuple[Path, str],
+) -> None:
+    """Kept last in this module: it moves the champion (and moves it back)."""
+    import asyncio
+    import time
+
+    config_path, url = served
+    config = load_config(config_path)
+    registry = open_registry(config)
+    v2 = register_model(
+        registry, make_churn(500, seed=12), Schema.from_config(config), params={"C": 0.01}
+    )
+    instances = _instances(3, seed=8)
+    per_client: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
+
+    async def client_loop(answers: list[tuple[int, str | None]], until: float) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            while time.monotonic() < until:
+                answer = await client.post(
+                    f"{url}/v1/models/churn:predict", json={"instances": instances}
+                )
+                answers.append((answer.status_code, answer.json().get("model_version")))
+
+    async def run() -> None:
+        until = time.monotonic() + 8
+        loops = [asyncio.create_task(client_loop(answers, until)) for answers in per_client]
+        await asyncio.sleep(2)
+        await asyncio.to_thread(registry.promote, v2, reason="swap under load")
+        await asyncio.gather(*loops)
+
+    asyncio.run(run())
+    everything = [a for answers in per_client for a in answers]
+    assert len(everything) > 40, "the load kept going during the swap"
+    assert {status for status, _ in everything} == {200}, "no request failed during the swap"
+    for answers in per_client:
+        versions = [v for _, v in answers]
+        assert versions[0] == "v1", versions
+        assert versions[-1] == v2, versions
+        switch = versions.index(v2)
+        assert set(versions[switch:]) == {v2}, f"never back to v1 after the swap: {versions}"
+    body = httpx.post(
+        f"{url}/v1/models/churn:predict", json={"instances": instances}, timeout=30
+    ).json()
+    expected = load_predictor(registry, v2)
+    np.testing.assert_allclose(
+        np.array(body["probabilities"]),
+        expected.predict(expected.validate(pd.DataFrame(instances))).probabilities,
+        rtol=0,
+        atol=1e-9,
+    )
+
+    registry.rollback(reason="back to v1")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/v1/models/churn", timeout=10).json()["model_version"] == "v1":
+            break
+        time.sleep(0.2)
+    assert httpx.get(f"{url}/v1/models/churn", timeout=10).json()["model_version"] == "v1"

@@ -36,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raymlops.config import ServingConfig
 from raymlops.errors import DataValidationError
@@ -275,6 +276,12 @@ def create_app(
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
         return _error(401, "missing or wrong API key", WWW_Authenticate="Bearer")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own errors (an undecodable body, an unknown path or method) in our shape
+        message = "malformed body: not UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)
+        return _error(exc.status_code, message, **(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -55,6 +55,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -385,33 +386,51 @@ def _python_loadgen(url: str, body_path: str, concurrency: int, duration: float)
     print("WRKJSON " + json.dumps(result), flush=True)
 
 
-def measure(
-    target: str, kind: str, base: str, bodies: dict[int, Path], args: argparse.Namespace,
-    workdir: Path, progress: Any,
-) -> list[dict[str, Any]]:  # fmt: skip
-    cells = []
-    url = base + PREDICT
-    for rows in args.rows:
-        check_predict(url, bodies[rows], rows)
-        for concurrency in args.concurrency:
-            if args.warmup > 0:
-                run_load(kind, url, bodies[rows], concurrency, args.warmup, workdir)
-            result = run_load(kind, url, bodies[rows], concurrency, args.duration, workdir)
-            cell = {"target": target, "rows": rows, "concurrency": concurrency, **result}
-            cell["rows_per_s"] = cell["rps"] * rows
-            cell["load_1m_after"] = round(os.getloadavg()[0], 2)  # others' work on the machine
-            cells.append(cell)
-            progress(cell)
-    return cells
+def _cpu_jiffies(root_pid: int) -> tuple[int, int]:
+    """(busy jiffies of the whole machine, jiffies of ``root_pid``'s process tree)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    ours = 0
+    for pid in _process_tree(root_pid, names=False):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        values = stat[stat.rindex(")") + 2 :].split()
+        # utime, stime; for the root also cutime, cstime: the load generators it has reaped
+        ours += sum(int(v) for v in values[11:15 if pid == root_pid else 13])
+    return busy, ours
+
+
+def measure_cell(
+    target: str, kind: str, url: str, body: Path, rows: int, concurrency: int,
+    args: argparse.Namespace, workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Warm up, then one measured run; with the CPU used by us and by the rest of the machine."""
+    if args.warmup > 0:
+        run_load(kind, url, body, concurrency, args.warmup, workdir)
+    tick = os.sysconf("SC_CLK_TCK")
+    busy0, ours0 = _cpu_jiffies(os.getpid())
+    started = time.perf_counter()
+    result = run_load(kind, url, body, concurrency, args.duration, workdir)
+    elapsed = time.perf_counter() - started
+    busy1, ours1 = _cpu_jiffies(os.getpid())
+    ours = (ours1 - ours0) / tick / elapsed
+    cell = {"target": target, "rows": rows, "concurrency": concurrency, **result}
+    cell["rows_per_s"] = cell["rps"] * rows
+    # cores busy during the cell: ours (servers, Ray, the load generator) and everyone else's
+    cell["cpu_ours"] = round(ours, 2)
+    cell["cpu_others"] = round(max(0.0, (busy1 - busy0) / tick / elapsed - ours), 2)
+    return cell
 
 
 # -- what listens --------------------------------------------------------------------------------
 
 
-def _process_tree(root_pid: int) -> dict[int, str]:
-    """pid -> command name of ``root_pid`` and its descendants (from /proc)."""
+def _process_tree(root_pid: int, *, names: bool = True) -> dict[int, str]:
+    """pid -> command line of ``root_pid`` and its descendants (from /proc)."""
     parents: dict[int, int] = {}
-    names: dict[int, str] = {}
+    comms: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -422,7 +441,7 @@ def _process_tree(root_pid: int) -> dict[int, str]:
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         parents[int(entry.name)] = ppid
-        names[int(entry.name)] = name
+        comms[int(entry.name)] = name
     tree = {root_pid}
     grew = True
     while grew:
@@ -431,7 +450,9 @@ def _process_tree(root_pid: int) -> dict[int, str]:
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    return {pid: _command(pid, names.get(pid, "?")) for pid in tree}
+    if not names:
+        return dict.fromkeys(tree, "")
+    return {pid: _command(pid, comms.get(pid, "?")) for pid in tree}
 
 
 def _command(pid: int, fallback: str) -> str:
@@ -498,10 +519,9 @@ def _serve_plain(config_path: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
 
 
-def run_plain(
-    config_path: Path, bodies: dict[int, Path], args: argparse.Namespace, kind: str,
-    workdir: Path, progress: Any,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+@contextlib.contextmanager
+def plain_server(config_path: Path) -> Iterator[tuple[str, int]]:
+    """The plain uvicorn process, up for the whole run: (base URL, pid)."""
     port = free_port()
     command = [
         sys.executable, str(Path(__file__).resolve()), "--_plain-server", str(config_path),
@@ -510,9 +530,7 @@ def run_plain(
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", 60, process)
-        sockets = listening(process.pid)
-        base = f"http://127.0.0.1:{port}"
-        return measure("plain", kind, base, bodies, args, workdir, progress), sockets
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         _stop(process)
 
@@ -556,72 +574,146 @@ def serve_variants(args: argparse.Namespace, config: Any) -> list[tuple[str, Any
     return variants
 
 
-def run_serve(
-    config_path: Path, bodies: dict[int, Path], args: argparse.Namespace, kind: str,
-    workdir: Path, progress: Any,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    """Start a local Ray with ``args.ray_env``, deploy each variant in turn and measure it."""
+@contextlib.contextmanager
+def ray_serve(env: dict[str, str]) -> Iterator[str]:
+    """A local Ray (its own temp dir, no dashboard) with ``env``, and Serve on 127.0.0.1."""
     os.environ.pop("RAY_ADDRESS", None)
-    os.environ.update(args.ray_env)
+    os.environ.update(env)  # before Ray starts: its processes read these when they start
     import logging
 
     import ray
     from ray import serve
 
-    from raymlops.config import load_config
-    from raymlops.serving.app import build_application
-
-    config = load_config(config_path)
-    port = free_port()
-    cells: list[dict[str, Any]] = []
-    details: dict[str, Any] = {"variants": {}}
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     # a temp dir of our own: no other Ray session on the machine finds or joins this one
     ray_tmp = tempfile.mkdtemp(prefix="rmsb", dir="/tmp")
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    port = free_port()
     try:
         ray.init(
             address="local", include_dashboard=False, logging_level="WARNING",
             log_to_driver=False, _temp_dir=ray_tmp,
         )  # fmt: skip
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        base = f"http://127.0.0.1:{port}"
-        for label, variant in serve_variants(args, config):
-            started = time.perf_counter()
-            serve.run(build_application(variant), name=NAME, route_prefix="/")
-            wait_ready(base + "/readyz", 120)
-            deploy_s = time.perf_counter() - started
-            sockets = listening(os.getpid())
-            s = variant.serving
-            details["variants"][label] = {
-                "deploy_s": round(deploy_s, 2),
-                "serving": {
-                    "replicas": s.autoscaling.min_replicas,
-                    "max_batch_size": s.max_batch_size,
-                    "batch_wait_timeout_s": s.batch_wait_timeout_s,
-                    "max_ongoing_requests": s.max_ongoing_requests,
-                    "replica_cpus": s.replica_cpus,
-                },
-                "listening": sockets,
-            }
-            cells += measure(label, kind, base, bodies, args, workdir, progress)
-            serve.delete(NAME)
+        yield f"http://127.0.0.1:{port}"
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
         with contextlib.suppress(Exception):
             ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def deploy(variant: Any, base: str) -> dict[str, Any]:
+    """Deploy one variant as the app; how long it took, its settings, idle CPU, sockets."""
+    from ray import serve
+
+    from raymlops.serving.app import build_application
+
+    started = time.perf_counter()
+    serve.run(build_application(variant), name=NAME, route_prefix="/")
+    wait_ready(base + "/readyz", 120)
+    deploy_s = time.perf_counter() - started
+    tick = os.sysconf("SC_CLK_TCK")
+    _, ours0 = _cpu_jiffies(os.getpid())
+    time.sleep(3)  # let it settle, and see what Ray costs with no traffic
+    _, ours1 = _cpu_jiffies(os.getpid())
+    s = variant.serving
+    return {
+        "deploy_s": round(deploy_s, 2),
+        "idle_cores": round((ours1 - ours0) / tick / 3, 3),
+        "serving": {
+            "replicas": s.autoscaling.min_replicas,
+            "max_batch_size": s.max_batch_size,
+            "batch_wait_timeout_s": s.batch_wait_timeout_s,
+            "max_ongoing_requests": s.max_ongoing_requests,
+            "replica_cpus": s.replica_cpus,
+        },
+        "listening": listening(os.getpid()),
+    }
+
+
+def run_matrix(
+    config_path: Path, bodies: dict[int, Path], args: argparse.Namespace, kind: str,
+    workdir: Path, progress: Any,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Every cell; with both targets, each Serve cell is paired with a plain cell run just
+    before it, so that both see the same load from the rest of the machine."""
+    from raymlops.config import load_config
+
+    cells: list[dict[str, Any]] = []
+    details: dict[str, Any] = {"variants": {}, "listening_plain": []}
+    with contextlib.ExitStack as stack:
+        plain = None
+        if not args.no_plain:
+            plain, plain_pid = stack.enter_context(plain_server(config_path))
+            details["listening_plain"] = listening(plain_pid)
+
+        def one(target: str, base: str, rows: int, concurrency: int) -> dict[str, Any]:
+            url = base + PREDICT
+            cell = measure_cell(target, kind, url, bodies[rows], rows, concurrency, args, workdir)
+            cells.append(cell)
+            progress(cell)
+            return cell
+
+        if args.no_serve:
+            assert plain is not None
+            for rows in args.rows:
+                check_predict(plain + PREDICT, bodies[rows], rows)
+                for concurrency in args.concurrency:
+                    one("plain", plain, rows, concurrency)
+            return cells, details
+        base = stack.enter_context(ray_serve(args.ray_env))
+        from ray import serve
+
+        for label, variant in serve_variants(args, load_config(config_path)):
+            details["variants"][label] = deploy(variant, base)
+            for rows in args.rows:
+                check_predict(base + PREDICT, bodies[rows], rows)
+                for concurrency in args.concurrency:
+                    ref = one("plain", plain, rows, concurrency) if plain else None
+                    cell = one(label, base, rows, concurrency)
+                    if ref is not None:
+                        ref["paired_with"] = label
+                        cell["plain_rps"] = ref["rps"]
+            serve.delete(NAME)
     return cells, details
 
 
 # -- the report ----------------------------------------------------------------------------------
 
 
-def add_ratios(cells: list[dict[str, Any]], plain: list[dict[str, Any]]) -> None:
-    by_key = {(c["rows"], c["concurrency"]): c for c in plain}
+def add_ratios(cells: list[dict[str, Any]], earlier_plain: list[dict[str, Any]]) -> None:
+    """Serve / plain requests/s: against the paired plain cell, else an earlier run's median."""
+    medians = plain_medians(earlier_plain)
     for cell in cells:
-        ref = by_key.get((cell["rows"], cell["concurrency"]))
-        cell["ratio"] = cell["rps"] / ref["rps"] if ref and ref["rps"] else None
+        if cell["target"] == "plain":
+            continue
+        ref = cell.get("plain_rps")
+        if ref is None and (cell["rows"], cell["concurrency"]) in medians:
+            ref = medians[(cell["rows"], cell["concurrency"])]["rps"]
+            cell["plain_rps"] = ref
+        cell["ratio"] = cell["rps"] / ref if ref else None
+
+
+def plain_medians(cells: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """The plain cells of each (rows, concurrency), as one row of medians."""
+    import statistics
+
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for cell in cells:
+        if cell["target"] == "plain":
+            groups.setdefault((cell["rows"], cell["concurrency"]), []).append(cell)
+    out = {}
+    for (rows, concurrency), group in groups.items():
+        row: dict[str, Any] = {"target": "plain", "rows": rows, "concurrency": concurrency}
+        for key in ("rps", "rows_per_s", "p50_ms", "p99_ms", "cpu_ours", "cpu_others"):
+            row[key] = statistics.median(c.get(key, 0.0) for c in group)
+        row["errors"] = sum(c["errors"] for c in group)
+        row["runs"] = len(group)
+        if len(group) > 1:
+            row["target"] = f"plain (median of {len(group)})"
+        out[(rows, concurrency)] = row
+    return out
 
 
 def check_goals(cells: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:

@@ -27,6 +27,10 @@ Example:
 # no `from __future__ import annotations`: FastAPI must see the request model built at runtime
 import asyncio
 import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,11 +48,13 @@ from raymlops.predictor import Predictor
 from raymlops.schema import Schema
 
 __all__ = [
+    "AccessRecord",
     "Backend",
     "LocalBackend",
     "PredictOutput",
     "ServiceOverloaded",
     "create_app",
+    "log_access",
     "predict_records",
 ]
 
@@ -141,61 +147,127 @@ class _UnknownModel(Exception):
     pass
 
 
-class RequestGuard:
-    """ASGI middleware that refuses, before anything parses the body: a body over the limit
-    (413, also when it arrives chunked without Content-Length) and a predict request whose
-    content type is not JSON (415)."""
+@dataclass(frozen=True)
+class AccessRecord:
+    """One answered request, for the access log and metrics."""
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    request_id: str
+    method: str
+    path: str
+    status: int
+    latency_s: float
+    model_version: str | None
+    rows: int | None
+
+    def line(self) -> str:
+        return (
+            f"request_id={self.request_id} {self.method} {self.path} status={self.status} "
+            f"version={self.model_version or '-'} rows={self.rows if self.rows is not None else '-'} "
+            f"latency_ms={self.latency_s * 1000:.1f}"
+        )
+
+
+def log_access(record: AccessRecord) -> None:
+    """The default observer: one access-log line per request (logger ``raymlops.access``)."""
+    _access_log.info(record.line())
+
+
+_access_log = logging.getLogger("raymlops.access")
+
+
+class RequestGuard:
+    """ASGI middleware around the app.
+
+    Before anything parses the body it refuses a body over the limit (413, also when it arrives
+    chunked without Content-Length) and a predict request whose content type is not JSON (415).
+    Every request gets an id (``X-Request-Id``, taken from the request or made), echoed in the
+    response; when the answer is sent, ``observer`` receives an :class:`AccessRecord`.
+    """
+
+    def __init__(
+        self, app: Any, max_body_bytes: int, observer: Callable[[AccessRecord], None] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.observer = observer or log_access
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        limit = self.max_body_bytes
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            await _error(413, f"request body is {length} bytes; the limit is {limit}")(
-                scope, receive, send
-            )
-            return
-        if scope["method"] == "POST" and scope["path"].endswith(":predict"):
-            kind = headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind != "application/json":
-                response = _error(
-                    415, f"content type must be application/json, not {kind or 'missing'!r}"
-                )
-                await response(scope, receive, send)
-                return
-        received = 0
+        request_id = headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = {"code": 500}
         refused = False
 
-        async def limited_receive() -> dict[str, Any]:
-            # Answer 413 as soon as the body passes the limit, then tell the app the client left:
-            # whatever it answers after that is dropped (FastAPI turns a failed body read into 400).
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refused = True
-                    response = _error(413, f"request body is over the limit of {limit} bytes")
-                    await response(scope, receive, send)
+        async def tagged_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            await send(message)
+
+        try:
+            limit = self.max_body_bytes
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                message = f"request body is {length} bytes; the limit is {limit}"
+                await _error(413, message)(scope, receive, tagged_send)
+                return
+            if scope["method"] == "POST" and scope["path"].endswith(":predict"):
+                kind = headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind != "application/json":
+                    message = f"content type must be application/json, not {kind or 'missing'!r}"
+                    await _error(415, message)(scope, receive, tagged_send)
+                    return
+            received = 0
+
+            async def limited_receive() -> dict[str, Any]:
+                # Answer 413 as soon as the body passes the limit, then tell the app the client
+                # left: whatever it answers after that is dropped (FastAPI turns a failed body
+                # read into 400).
+                nonlocal received, refused
+                if refused:
                     return {"type": "http.disconnect"}
-            return message
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        refused = True
+                        response = _error(413, f"request body is over the limit of {limit} bytes")
+                        await response(scope, receive, tagged_send)
+                        return {"type": "http.disconnect"}
+                return message
 
-        async def guarded_send(message: dict[str, Any]) -> None:
-            if not refused:
-                await send(message)
+            async def guarded_send(message: dict[str, Any]) -> None:
+                if not refused:
+                    await tagged_send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, limited_receive, guarded_send)
+        finally:
+            record = AccessRecord(
+                request_id,
+                scope["method"],
+                scope["path"],
+                status["code"],
+                time.perf_counter() - started,
+                state.get("model_version"),
+                state.get("rows"),
+            )
+            try:
+                self.observer(record)
+            except Exception:  # observability must never fail a request
+                _access_log.exception("observer failed")
 
 
 def _details(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
@@ -226,6 +298,7 @@ def create_app(
     backend: Backend | None = None,
     api_key: str | None = None,
     backend_key: str | None = None,
+    observer: Callable[[AccessRecord], None] | None = None,
 ) -> FastAPI:
     """The FastAPI app for model ``name``.
 
@@ -259,7 +332,7 @@ def create_app(
         version="1",
     )
     app.state.backend = backend
-    app.add_middleware(RequestGuard, max_body_bytes=serving.max_body_bytes)
+    app.add_middleware(RequestGuard, max_body_bytes=serving.max_body_bytes, observer=observer)
     bearer = HTTPBearer(auto_error=False)
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -339,9 +412,10 @@ def create_app(
         tags=["models"],
         responses={400: {}, 401: {}, 404: {}, 413: {}, 415: {}, 422: {}, 503: {}, 504: {}},
     )
-    async def predict(model: str, body: PredictRequest) -> Any:  # type: ignore[valid-type]
+    async def predict(model: str, body: PredictRequest, request: Request) -> Any:  # type: ignore[valid-type]
         _check_name(model)
         records = [row.model_dump() for row in body.instances]  # type: ignore[attr-defined]
+        request.state.rows = len(records)
         try:
             output = await asyncio.wait_for(
                 _backend().predict(records), timeout=serving.request_timeout_s
@@ -363,6 +437,7 @@ def create_app(
             return _error(503, "the model is overloaded; retry shortly", **{"Retry-After": "1"})
         except TimeoutError:
             return _error(504, f"the model did not answer within {serving.request_timeout_s}s")
+        request.state.model_version = output.model_version
         return {
             "predictions": output.predictions,
             "probabilities": output.probabilities,

@@ -36,10 +36,12 @@ from raymlops.errors import ConfigError, DataValidationError
 from raymlops.predictor import load_predictor
 from raymlops.registry import Registry
 from raymlops.serving.api import (
+    AccessRecord,
     PredictOutput,
     ServiceOverloaded,
     attach_backend,
     create_app,
+    log_access,
     predict_records,
 )
 from raymlops.storage import Storage
@@ -180,6 +182,56 @@ class ModelDeployment:
         return {"ready": True, "model_version": self.predictor.version}
 
 
+class ServeMetrics:
+    """The observer of a Serve ingress: the access log line, and per-version Ray metrics
+    (``ray.util.metrics``, exported on Ray's Prometheus endpoint as ``ray_raymlops_*``).
+    The metrics are created in the replica, on first use."""
+
+    _LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._metrics: tuple[Any, ...] | None = None
+
+    def _instruments(self) -> tuple[Any, ...]:
+        if self._metrics is None:
+            from ray.util import metrics
+
+            self._metrics = (
+                metrics.Counter(
+                    "raymlops_requests",
+                    "answered requests",
+                    tag_keys=("model", "version", "status"),
+                ),
+                metrics.Counter(
+                    "raymlops_request_errors",
+                    "requests answered 4xx/5xx",
+                    tag_keys=("model", "version", "status"),
+                ),
+                metrics.Histogram(
+                    "raymlops_request_latency_s",
+                    "request latency in seconds",
+                    boundaries=self._LATENCY_BUCKETS,
+                    tag_keys=("model", "version"),
+                ),
+                metrics.Counter(
+                    "raymlops_rows_predicted", "rows predicted", tag_keys=("model", "version")
+                ),
+            )
+        return self._metrics
+
+    def __call__(self, record: AccessRecord) -> None:
+        log_access(record)
+        requests, errors, latency, rows = self._instruments()
+        tags = {"model": self.model, "version": record.model_version or "none"}
+        requests.inc(tags={**tags, "status": str(record.status)})
+        if record.status >= 400:
+            errors.inc(tags={**tags, "status": str(record.status)})
+        latency.observe(record.latency_s, tags=tags)
+        if record.rows:
+            rows.inc(record.rows, tags=tags)
+
+
 class HandleBackend:
     """The ingress's backend: calls the model deployment through its handle."""
 
@@ -227,7 +279,12 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     schema = load_predictor(registry, alias).schema  # verifies the version before anything runs
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
     fastapi_app = create_app(
-        name=config.name, schema=schema, serving=serving, api_key=api_key, backend_key=backend_key
+        name=config.name,
+        schema=schema,
+        serving=serving,
+        api_key=api_key,
+        backend_key=backend_key,
+        observer=ServeMetrics(config.name),
     )
 
     @serve.deployment(

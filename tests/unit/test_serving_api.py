@@ -259,3 +259,45 @@ bodies = st.one_of(
 def test_generated_bodies_never_get_a_server_error(client: TestClient, body: object) -> None:
     answer = _post(client, body)
     assert answer.status_code in (200, 400, 413, 415, 422), answer.text
+
+
+def test_every_request_is_observed_with_id_version_rows_status_and_latency(
+    predictor, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    from raymlops.serving.api import AccessRecord, log_access
+
+    records: list[AccessRecord] = []
+
+    def observe(record: AccessRecord) -> None:
+        records.append(record)
+        log_access(record)
+
+    app = create_app(
+        name="churn",
+        schema=SCHEMA,
+        serving=ServingConfig(),
+        backend=LocalBackend(predictor),
+        observer=observe,
+    )
+    client = TestClient(app)
+    with caplog.at_level("INFO", logger="raymlops.access"):
+        ok = _post(client, {"instances": [ROW, ROW]}, headers={"X-Request-Id": "abc-1"})
+        bad = _post(client, {"instances": [{**ROW, "plan": "gold"}]})
+        big = client.post(
+            "/v1/models/churn:predict",
+            content=b"x" * 5_000_000,
+            headers={"Content-Type": "application/json"},
+        )
+    assert big.status_code == 413
+    assert ok.headers["X-Request-Id"] == "abc-1"
+    assert len(bad.headers["X-Request-Id"]) == 32
+    assert [(r.status, r.model_version, r.rows) for r in records] == [
+        (200, "v1", 2),
+        (422, None, None),
+        (413, None, None),
+    ]
+    assert records[0].request_id == "abc-1"
+    assert all(r.latency_s > 0 for r in records)
+    assert (
+        "request_id=abc-1 POST /v1/models/churn:predict status=200 version=v1 rows=2" in caplog.text
+    )

@@ -54,8 +54,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16], help="connections")
     parser.add_argument("--rows", nargs="+", type=int, default=[1, 100], help="rows per request")
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per cell")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
     parser.add_argument("--max-batch-size", type=int, default=None, help="batching on: (64)")
     parser.add_argument(
         "--batch-wait-ms", type=float, default=None, help="batch_wait_timeout_s in ms: (5)"
@@ -398,7 +398,7 @@ def _cpu_jiffies(root_pid: int) -> tuple[int, int]:
             continue
         values = stat[stat.rindex(")") + 2 :].split()
         # utime, stime; for the root also cutime, cstime: the load generators it has reaped
-        ours += sum(int(v) for v in values[11:15 if pid == root_pid else 13])
+        ours += sum(int(v) for v in values[11 : 15 if pid == root_pid else 13])
     return busy, ours
 
 
@@ -438,10 +438,8 @@ def _process_tree(root_pid: int, *, names: bool = True) -> dict[int, str]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        parents[int(entry.name)] = ppid
-        comms[int(entry.name)] = name
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        comms[int(entry.name)] = stat[stat.index("(") + 1 : stat.rindex(")")]
     tree = {root_pid}
     grew = True
     while grew:
@@ -483,10 +481,9 @@ def listening(root_pid: int) -> list[dict[str, Any]]:
         parts = line.split()
         if len(parts) < 6:
             continue
-        users = parts[5]
         owners = {
             int(chunk.split("=")[1].split(",")[0])
-            for chunk in users.split("pid")[1:]
+            for chunk in parts[5].split("pid")[1:]
             if chunk.startswith("=")
         }
         mine = owners & pids
@@ -642,19 +639,19 @@ def run_matrix(
 
     cells: list[dict[str, Any]] = []
     details: dict[str, Any] = {"variants": {}, "listening_plain": []}
-    with contextlib.ExitStack as stack:
+
+    def one(target: str, base: str, rows: int, concurrency: int) -> dict[str, Any]:
+        url = base + PREDICT
+        cell = measure_cell(target, kind, url, bodies[rows], rows, concurrency, args, workdir)
+        cells.append(cell)
+        progress(cell)
+        return cell
+
+    with contextlib.ExitStack() as stack:
         plain = None
         if not args.no_plain:
             plain, plain_pid = stack.enter_context(plain_server(config_path))
             details["listening_plain"] = listening(plain_pid)
-
-        def one(target: str, base: str, rows: int, concurrency: int) -> dict[str, Any]:
-            url = base + PREDICT
-            cell = measure_cell(target, kind, url, bodies[rows], rows, concurrency, args, workdir)
-            cells.append(cell)
-            progress(cell)
-            return cell
-
         if args.no_serve:
             assert plain is not None
             for rows in args.rows:
@@ -682,26 +679,13 @@ def run_matrix(
 # -- the report ----------------------------------------------------------------------------------
 
 
-def add_ratios(cells: list[dict[str, Any]], earlier_plain: list[dict[str, Any]]) -> None:
-    """Serve / plain requests/s: against the paired plain cell, else an earlier run's median."""
-    medians = plain_medians(earlier_plain)
-    for cell in cells:
-        if cell["target"] == "plain":
-            continue
-        ref = cell.get("plain_rps")
-        if ref is None and (cell["rows"], cell["concurrency"]) in medians:
-            ref = medians[(cell["rows"], cell["concurrency"])]["rps"]
-            cell["plain_rps"] = ref
-        cell["ratio"] = cell["rps"] / ref if ref else None
-
-
 def plain_medians(cells: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
     """The plain cells of each (rows, concurrency), as one row of medians."""
     import statistics
 
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for cell in cells:
-        if cell["target"] == "plain":
+        if cell["target"].startswith("plain"):
             groups.setdefault((cell["rows"], cell["concurrency"]), []).append(cell)
     out = {}
     for (rows, concurrency), group in groups.items():
@@ -716,14 +700,27 @@ def plain_medians(cells: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str
     return out
 
 
+def add_ratios(cells: list[dict[str, Any]], earlier_plain: list[dict[str, Any]]) -> None:
+    """Serve / plain requests/s: against the paired plain cell, else an earlier run's median."""
+    medians = plain_medians(earlier_plain)
+    for cell in cells:
+        if cell["target"].startswith("plain"):
+            continue
+        ref = cell.get("plain_rps")
+        if ref is None and (cell["rows"], cell["concurrency"]) in medians:
+            ref = medians[(cell["rows"], cell["concurrency"])]["rps"]
+            cell["plain_rps"] = ref
+        cell["ratio"] = cell["rps"] / ref if ref else None
+
+
 def check_goals(cells: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
     """Per request size with a goal: the best Serve variant at the top concurrency."""
     goals = []
     for rows, goal in GOALS.items():
         serve_cells = [
             c for c in cells
-            if c["target"] != "plain" and c["rows"] == rows and c["concurrency"] == top
-            and c.get("ratio") is not None
+            if not c["target"].startswith("plain") and c["rows"] == rows
+            and c["concurrency"] == top and c.get("ratio") is not None
         ]  # fmt: skip
         if not serve_cells:
             continue
@@ -735,23 +732,42 @@ def check_goals(cells: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
     return goals
 
 
-def render(cells: list[dict[str, Any]], goals: list[dict[str, Any]], title: str) -> None:
+def summary_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the table and the plot show: plain as medians, then each Serve cell."""
+    serve_cells = [c for c in cells if not c["target"].startswith("plain")]
+    rows = list(plain_medians(cells).values()) + serve_cells
+    return sorted(rows, key=lambda c: (c["rows"], c["concurrency"], c["target"] != "plain"))
+
+
+def render(rows: list[dict[str, Any]], goals: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("target", "rows", "conc", "rps", "rows/s", "p50 ms", "p99 ms", "errors", "x plain")
+    columns = (
+        "target", "rows", "conc", "rps", "rows/s", "p50 ms", "p99 ms", "err",
+        "plain rps", "x plain", "cores ours", "cores others",
+    )  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column == "target" else "right")
-    for c in sorted(cells, key=lambda c: (c["rows"], c["concurrency"], c["target"] != "plain")):
+        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for c in rows:
         ratio = c.get("ratio")
         table.add_row(
             c["target"], str(c["rows"]), str(c["concurrency"]), f"{c['rps']:.0f}",
-            f"{c['rows_per_s']:.0f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}",
-            str(c["errors"]) if c["errors"] else "", "" if ratio is None else f"{ratio:.2f}x",
+            f"{c['rows_per_s']:.0f}", f"{c['p50_ms']:.1f}", f"{c['p99_ms']:.1f}",
+            str(c["errors"]) if c["errors"] else "",
+            f"{c['plain_rps']:.0f}" if c.get("plain_rps") else "",
+            "" if ratio is None else f"{ratio:.2f}x",
+            f"{c.get('cpu_ours', 0):.2f}", f"{c.get('cpu_others', 0):.2f}",
         )  # fmt: skip
-    console = Console()
+    console = Console(width=max(140, Console().width))
     console.print(table)
+    console.print(
+        "x plain: Serve rps / the plain rps measured just before it (same rows and connections). "
+        "cores: CPU used during the cell by our processes (servers, Ray, load generator) and by "
+        "everything else on the machine.",
+        style="dim",
+    )
     for g in goals:
         mark = "[green]met[/]" if g["met"] else "[red]missed[/]"
         console.print(
@@ -769,18 +785,21 @@ def plot(cells: list[dict[str, Any]], path: Path, title: str) -> bool:
     except ImportError:
         return False
     groups = sorted({(c["rows"], c["concurrency"]) for c in cells})
-    targets = list(dict.fromkeys(c["target"] for c in cells))
+    targets = list(dict.fromkeys(c["target"] for c in cells if not c["target"].startswith("plain")))
     by = {(c["target"], c["rows"], c["concurrency"]): c for c in cells}
+    plain = {(c["rows"], c["concurrency"]): c for c in cells if c["target"].startswith("plain")}
+    names = ["plain", *targets]
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 4), squeeze=False)
     for ax, (rows, conc) in zip(axes[0], groups, strict=True):
-        values = [by.get((t, rows, conc), {}).get("rows_per_s", 0.0) for t in targets]
-        bars = ax.bar(range(len(targets)), values, color=["#777"] + ["#3a7"] * (len(targets) - 1))
-        for bar, t in zip(bars, targets, strict=True):
-            ratio = by.get((t, rows, conc), {}).get("ratio")
-            if ratio is not None and t != "plain":
-                ax.annotate(f"{ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        found = [plain.get((rows, conc), {})] + [by.get((t, rows, conc), {}) for t in targets]
+        values = [c.get("rows_per_s", 0.0) for c in found]
+        bars = ax.bar(range(len(names)), values, color=["#777"] + ["#3a7"] * len(targets))
+        for bar, cell in zip(bars[1:], found[1:], strict=True):
+            if cell.get("ratio") is not None:
+                ax.annotate(f"{cell['ratio']:.2f}x",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7)  # fmt: skip
-        ax.set_xticks(range(len(targets)), [t.replace("serve ", "") for t in targets], rotation=60,
+        ax.set_xticks(range(len(names)), [n.replace("serve ", "") for n in names], rotation=60,
                       fontsize=7)  # fmt: skip
         ax.set_title(f"{rows} row(s), c{conc}", fontsize=9)
         ax.set_ylabel("rows/s")
@@ -812,41 +831,32 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {cell['target']:<20} rows {cell['rows']:>3} c{cell['concurrency']:<3} "
             f"{cell['rps']:>7.0f} rps {cell['rows_per_s']:>8.0f} rows/s p50 "
-            f"{cell['p50_ms']:6.2f} ms p99 {cell['p99_ms']:7.2f} ms"
-            + (f" errors {cell['errors']}" if cell["errors"] else ""),
+            f"{cell['p50_ms']:6.1f} ms p99 {cell['p99_ms']:7.1f} ms  cores ours "
+            f"{cell['cpu_ours']:.2f} others {cell['cpu_others']:.2f}"
+            + (f"  errors {cell['errors']}" if cell["errors"] else ""),
             flush=True,
         )
 
-    plain: list[dict[str, Any]] = []
-    serve_cells: list[dict[str, Any]] = []
-    listening_plain: list[dict[str, Any]] = []
-    serve_details: dict[str, Any] = {}
+    earlier: list[dict[str, Any]] = []
+    if args.no_plain and args.plain_from is not None:
+        earlier = json.loads(args.plain_from.read_text(encoding="utf-8"))["cells"]
     try:
         print(f"preparing the model in {workdir} (load generator: {kind})", flush=True)
         config_path = prepare_project(workdir, args.seed)
         bodies = write_bodies(workdir, args.rows, args.seed)
-        if not args.no_plain:
-            print("plain uvicorn+FastAPI", flush=True)
-            plain, listening_plain = run_plain(config_path, bodies, args, kind, workdir, progress)
-        elif args.plain_from is not None:
-            earlier = json.loads(args.plain_from.read_text(encoding="utf-8"))
-            plain = [c for c in earlier["cells"] if c["target"] == "plain"]
-        if not args.no_serve:
-            env = " ".join(f"{k}={v}" for k, v in args.ray_env.items()) or "no env vars"
-            print(f"Ray Serve ({env})", flush=True)
-            serve_cells, serve_details = run_serve(
-                config_path, bodies, args, kind, workdir, progress
-            )
+        env = " ".join(f"{k}={v}" for k, v in args.ray_env.items()) or "no env vars"
+        print(f"Ray Serve env: {env}", flush=True)
+        cells, details = run_matrix(config_path, bodies, args, kind, workdir, progress)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    add_ratios(serve_cells, plain)
-    shown = plain + serve_cells
-    goals = check_goals(serve_cells, max(args.concurrency))
+    add_ratios(cells, earlier)
+    goals = check_goals(cells, max(args.concurrency))
     title = f"serving: {args.label or args.preset} ({kind}, {args.duration:g}s/cell)"
+    shown = summary_rows(cells + [c for c in earlier if c["target"] == "plain"])
     render(shown, goals, title)
 
     import ray
@@ -855,14 +865,16 @@ def main(argv: list[str] | None = None) -> int:
         "label": args.label,
         "preset": args.preset,
         "ray_env": args.ray_env,
+        "argv": argv,
         "loadgen": kind,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "plain_from": str(args.plain_from) if args.no_plain and args.plain_from else None,
-        "cells": shown,
+        "plain_from": str(args.plain_from) if earlier else None,
+        "cells": cells,
+        "summary": shown,
         "goals": goals,
-        "listening_plain": listening_plain,
-        "serve_variants": serve_details.get("variants", {}),
+        "listening_plain": details["listening_plain"],
+        "serve_variants": details["variants"],
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

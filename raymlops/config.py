@@ -258,6 +258,17 @@ class CanaryConfig(_Strict):
     shadow: bool = False
 
 
+class PredictionLogConfig(_Strict):
+    """Where answered predictions go: Parquet under {storage}/predictions/{name}/."""
+
+    enabled: bool = True
+    flush_rows: int = Field(default=1000, ge=1)
+    flush_s: float = Field(default=5.0, gt=0)
+    max_queue_rows: int = Field(
+        default=100_000, ge=1, description="rows past this are dropped and counted"
+    )
+
+
 class ServingConfig(_Strict):
     """The HTTP service on Ray Serve. Binds 127.0.0.1 unless ``host`` says otherwise."""
 
@@ -278,6 +289,7 @@ class ServingConfig(_Strict):
     )
     api_key_env: str | None = "RAYMLOPS_API_KEY"
     canary: CanaryConfig = CanaryConfig()
+    prediction_log: PredictionLogConfig = PredictionLogConfig()
 
 
 class MonitoringConfig(_Strict):

@@ -74,7 +74,9 @@ class PredictOutput:
 class Backend(Protocol):
     """Answers predictions for validated rows; reports which version it serves."""
 
-    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput: ...
+    async def predict(
+        self, records: list[dict[str, Any]], request_id: str | None = None
+    ) -> PredictOutput: ...
 
     async def status(self) -> dict[str, Any]: ...
 
@@ -101,7 +103,9 @@ class LocalBackend:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
 
-    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput:
+    async def predict(
+        self, records: list[dict[str, Any]], request_id: str | None = None
+    ) -> PredictOutput:
         return predict_records(self.predictor, records)
 
     async def status(self) -> dict[str, Any]:
@@ -185,11 +189,16 @@ class RequestGuard:
     """
 
     def __init__(
-        self, app: Any, max_body_bytes: int, observer: Callable[[AccessRecord], None] | None = None
+        self,
+        app: Any,
+        max_body_bytes: int,
+        observer: Callable[[AccessRecord], None] | None = None,
+        echo_request_id: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.observer = observer or log_access
+        self.echo_request_id = echo_request_id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -208,6 +217,7 @@ class RequestGuard:
         async def tagged_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            if message["type"] == "http.response.start" and self.echo_request_id:
                 message = {
                     **message,
                     "headers": [
@@ -299,11 +309,14 @@ def create_app(
     api_key: str | None = None,
     backend_key: str | None = None,
     observer: Callable[[AccessRecord], None] | None = None,
+    echo_request_id: bool = True,
 ) -> FastAPI:
     """The FastAPI app for model ``name``.
 
     The backend is ``backend``, or the one attached later under ``backend_key`` with
     :func:`attach_backend` in the process that serves the app (a Serve replica).
+    ``echo_request_id=False`` where a proxy in front already returns ``X-Request-Id`` (Serve's
+    proxy does, and forwards the id it uses to the app, which logs it).
     """
     Row = schema.row_model(f"{name.replace('-', '_').title()}Row")
     PredictRequest = create_model(
@@ -332,7 +345,12 @@ def create_app(
         version="1",
     )
     app.state.backend = backend
-    app.add_middleware(RequestGuard, max_body_bytes=serving.max_body_bytes, observer=observer)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=serving.max_body_bytes,
+        observer=observer,
+        echo_request_id=echo_request_id,
+    )
     bearer = HTTPBearer(auto_error=False)
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -418,7 +436,8 @@ def create_app(
         request.state.rows = len(records)
         try:
             output = await asyncio.wait_for(
-                _backend().predict(records), timeout=serving.request_timeout_s
+                _backend().predict(records, request.state.request_id),
+                timeout=serving.request_timeout_s,
             )
         except DataValidationError as exc:
             report = exc.report

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ from raymlops.serving.api import (
     log_access,
     predict_records,
 )
+from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
 from raymlops.storage import Storage
 
 _log = logging.getLogger("raymlops.serving")
@@ -96,8 +98,20 @@ class ModelDeployment:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         reload_poll_s: float = 2.0,
+        prediction_log: dict[str, Any] | None = None,
     ) -> None:
         self._registry = Registry(Storage.from_uri(storage, create=False), name)
+        self._prediction_log: PredictionLog | None = None
+        if prediction_log and prediction_log.get("enabled", True):
+            sink = ParquetSink(
+                self._registry.storage,
+                name,
+                flush_rows=prediction_log["flush_rows"],
+                flush_s=prediction_log["flush_s"],
+            )
+            self._prediction_log = PredictionLog(
+                [sink], max_queue_rows=prediction_log["max_queue_rows"]
+            )
         self._alias = alias
         self.predictor = load_predictor(self._registry, alias)
         self.predict_batch.set_max_batch_size(max_batch_size)
@@ -140,24 +154,29 @@ class ModelDeployment:
         if stop is not None:
             stop.set()
             self._wake.set()
+        log = getattr(self, "_prediction_log", None)
+        if log is not None:
+            log.close()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def predict_batch(self, requests: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def predict_batch(
+        self, requests: list[tuple[list[dict[str, Any]], str | None]]
+    ) -> list[dict[str, Any]]:
         predictor = self.predictor  # the whole batch is answered by one version
         try:
-            combined = predict_records(predictor, [row for rows in requests for row in rows])
+            combined = predict_records(predictor, [row for rows, _ in requests for row in rows])
         except DataValidationError:
             # one bad request must not fail the others batched with it
-            return [self._one(predictor, rows) for rows in requests]
+            return [self._one(predictor, rows, request_id) for rows, request_id in requests]
+        self._log_batch(requests, combined)
         answers, start = [], 0
-        for rows in requests:
+        for rows, _ in requests:
             end = start + len(rows)
+            probabilities = combined.probabilities
             answers.append(
                 {
                     "predictions": combined.predictions[start:end],
-                    "probabilities": None
-                    if combined.probabilities is None
-                    else combined.probabilities[start:end],
+                    "probabilities": None if probabilities is None else probabilities[start:end],
                     "classes": combined.classes,
                     "model_version": combined.model_version,
                 }
@@ -165,21 +184,44 @@ class ModelDeployment:
             start = end
         return answers
 
-    @staticmethod
-    def _one(predictor: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def _log_batch(
+        self, requests: list[tuple[list[dict[str, Any]], str | None]], output: PredictOutput
+    ) -> None:
+        if self._prediction_log is None:
+            return
+        self._prediction_log.offer(
+            ServedBatch(
+                records=[row for rows, _ in requests for row in rows],
+                predictions=output.predictions,
+                probabilities=output.probabilities,
+                classes=output.classes,
+                model_version=output.model_version,
+                request_ids=[request_id for rows, request_id in requests for _ in rows],
+                logged_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )
+
+    def _one(
+        self, predictor: Any, rows: list[dict[str, Any]], request_id: str | None
+    ) -> dict[str, Any]:
         try:
-            return predict_records(predictor, rows).__dict__
+            output = predict_records(predictor, rows)
         except DataValidationError as exc:
             return {
                 "error": str(exc),
                 "report": exc.report.to_dict() if exc.report is not None else None,
             }
+        self._log_batch([(rows, request_id)], output)
+        return output.__dict__
 
-    async def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self.predict_batch(rows)
+    async def predict(
+        self, rows: list[dict[str, Any]], request_id: str | None = None
+    ) -> dict[str, Any]:
+        return await self.predict_batch((rows, request_id))
 
     def status(self) -> dict[str, Any]:
-        return {"ready": True, "model_version": self.predictor.version}
+        log = self._prediction_log.stats().__dict__ if self._prediction_log is not None else None
+        return {"ready": True, "model_version": self.predictor.version, "prediction_log": log}
 
 
 class ServeMetrics:
@@ -238,11 +280,13 @@ class HandleBackend:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
-    async def predict(self, records: list[dict[str, Any]]) -> PredictOutput:
+    async def predict(
+        self, records: list[dict[str, Any]], request_id: str | None = None
+    ) -> PredictOutput:
         from ray.serve.exceptions import BackPressureError
 
         try:
-            answer = await self.handle.predict.remote(records)
+            answer = await self.handle.predict.remote(records, request_id)
         except BackPressureError as exc:
             raise ServiceOverloaded(str(exc)) from None
         if "error" in answer:
@@ -285,6 +329,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         api_key=api_key,
         backend_key=backend_key,
         observer=ServeMetrics(config.name),
+        echo_request_id=False,
     )
 
     @serve.deployment(
@@ -310,6 +355,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         serving.max_batch_size,
         serving.batch_wait_timeout_s,
         serving.reload_poll_s,
+        serving.prediction_log.model_dump(),
     )
     return Ingress.bind(model)
 

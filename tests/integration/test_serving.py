@@ -38,7 +38,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     port = _free_port()
     config_path = write_project(
         root,
-        extra=f"serving: {{port: {port}, max_batch_size: 16, batch_wait_timeout_s: 0.002, reload_poll_s: 0.5}}\n",
+        extra=(
+            f"serving: {{port: {port}, max_batch_size: 16, batch_wait_timeout_s: 0.002, reload_poll_s: 0.5,\n"
+            "          prediction_log: {flush_rows: 20, flush_s: 0.5}}\n"
+        ),
     )
     config = load_config(config_path)
     registry = open_registry(config)
@@ -88,6 +91,43 @@ def test_concurrent_single_rows_are_batched_and_all_answered(served: tuple[Path,
     answers = asyncio.run(burst())
     assert [a.status_code for a in answers] == [200] * 32
     assert {a.json()["model_version"] for a in answers} == {"v1"}
+
+
+def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> None:
+    import time
+
+    config_path, url = served
+    instances = _instances(7, seed=41)
+    answer = httpx.post(
+        f"{url}/v1/models/churn:predict",
+        json={"instances": instances},
+        headers={"X-Request-Id": "log-me"},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    assert answer.headers["X-Request-Id"] == "log-me"
+    folder = Path(load_config(config_path).storage) / "predictions" / "churn"
+    deadline = time.monotonic() + 20
+    logged = pd.DataFrame()
+    while time.monotonic() < deadline:
+        files = list(folder.rglob("*.parquet"))
+        if files:
+            logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            if (logged["request_id"] == "log-me").sum() == 7:
+                break
+        time.sleep(0.3)
+    mine = logged[logged["request_id"] == "log-me"]
+    assert len(mine) == 7, "every answered row is logged with its request id"
+    assert set(mine["model_version"]) == {"v1"}
+    assert mine["customer_id"].tolist() == [row["customer_id"] for row in instances]
+    np.testing.assert_allclose(
+        mine["probability_yes"].to_numpy(),
+        [p[1] for p in answer.json()["probabilities"]],
+        rtol=0,
+        atol=1e-12,
+    )
+    status = httpx.get(f"{url}/v1/models/churn", timeout=10).json()
+    assert status["model_version"] == "v1"
 
 
 def test_bad_input_through_serve_is_a_4xx(served: tuple[Path, str]) -> None:

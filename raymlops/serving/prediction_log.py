@@ -1,0 +1,201 @@
+"""The prediction log: every answered batch goes, without blocking the answer, to sinks.
+
+:class:`PredictionLog` puts rows on a bounded queue and a background thread hands them to the
+sinks. When the queue is full the rows are dropped and counted (``dropped_rows``, logged and
+reported by :meth:`PredictionLog.stats`), never silently lost. The default sink,
+:class:`ParquetSink`, writes Parquet files under ``{storage}/predictions/{name}/date=YYYY-MM-DD/``;
+the monitoring actor is another sink (issue 5).
+
+Each logged row holds the input columns, ``prediction``, ``probability_<class>`` for
+classification, ``model_version``, ``request_id`` and ``logged_at`` (UTC).
+
+Example:
+    >>> log = PredictionLog([ParquetSink(storage, "churn")], max_queue_rows=100_000)  # doctest: +SKIP
+    >>> log.offer(frame)  # returns at once; False if the rows were dropped  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+from raymlops.storage import Storage
+
+__all__ = ["LogBatch", "LogStats", "ParquetSink", "PredictionLog", "PredictionSink", "ServedBatch"]
+
+_log = logging.getLogger("raymlops.prediction_log")
+
+
+class PredictionSink(Protocol):
+    """Receives logged rows (called from the log's background thread)."""
+
+    def write(self, rows: pd.DataFrame) -> None: ...
+
+    def flush(self, *, force: bool = False) -> None: ...
+
+
+class LogBatch(Protocol):
+    """What serving offers: cheap to queue, turned into a frame in the background."""
+
+    rows: int
+
+    def to_frame(self) -> pd.DataFrame: ...
+
+
+class ParquetSink:
+    """Buffers rows and writes a Parquet file every ``flush_rows`` rows or ``flush_s`` seconds."""
+
+    def __init__(
+        self, storage: Storage, name: str, *, flush_rows: int = 1000, flush_s: float = 5.0
+    ) -> None:
+        self.storage = storage
+        self.name = name
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self._buffer: list[pd.DataFrame] = []
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.files_written = 0
+
+    def write(self, rows: pd.DataFrame) -> None:
+        self._buffer.append(rows)
+        self._buffered += len(rows)
+        if self._buffered >= self.flush_rows:
+            self.flush(force=True)
+        else:
+            self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the buffer if ``flush_s`` has passed since the last write (or now, if forced)."""
+        if not force and time.monotonic() - self._last_flush < self.flush_s:
+            return
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        frame = pd.concat(self._buffer, ignore_index=True)
+        self._buffer, self._buffered = [], 0
+        now = dt.datetime.now(dt.timezone.utc)
+        path = (
+            f"predictions/{self.name}/date={now:%Y-%m-%d}/"
+            f"{now:%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+        )
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        self.storage.write_bytes(path, buffer.getvalue())
+        self.files_written += 1
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """Counts of the log: rows offered, written to the sinks, dropped on a full queue."""
+
+    offered_rows: int
+    written_rows: int
+    dropped_rows: int
+    queued_rows: int
+
+
+class PredictionLog:
+    """A bounded, non-blocking queue in front of the sinks."""
+
+    def __init__(
+        self, sinks: list[PredictionSink], *, max_queue_rows: int = 100_000, tick_s: float = 0.5
+    ) -> None:
+        self.sinks = sinks
+        self.max_queue_rows = max_queue_rows
+        self._queue: queue.Queue[LogBatch] = queue.Queue()
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._offered = self._written = self._dropped = 0
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._drain, name="raymlops-prediction-log", daemon=True
+        )
+        self._thread.start()
+
+    def offer(self, batch: LogBatch) -> bool:
+        """Queue ``batch`` for the sinks; returns False (and counts it) when the queue is full."""
+        with self._lock:
+            self._offered += batch.rows
+            if self._queued + batch.rows > self.max_queue_rows:
+                self._dropped += batch.rows
+                dropped = self._dropped
+            else:
+                self._queued += batch.rows
+                self._queue.put_nowait(batch)
+                return True
+        _log.warning("prediction log full: dropped %d rows (%d in all)", batch.rows, dropped)
+        return False
+
+    def _drain(self) -> None:
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                batch = self._queue.get(timeout=self._tick_s)
+            except queue.Empty:
+                self._flush_sinks()
+                continue
+            frame = batch.to_frame()
+            for sink in self.sinks:
+                try:
+                    sink.write(frame)
+                except Exception:  # a failing sink must not stop the others, nor serving
+                    _log.exception("prediction sink %s failed", type(sink).__name__)
+            with self._lock:
+                self._queued -= batch.rows
+                self._written += batch.rows
+
+    def _flush_sinks(self, *, force: bool = False) -> None:
+        for sink in self.sinks:
+            try:
+                sink.flush(force=force)
+            except Exception:
+                _log.exception("prediction sink %s failed to flush", type(sink).__name__)
+
+    def stats(self) -> LogStats:
+        with self._lock:
+            return LogStats(self._offered, self._written, self._dropped, self._queued)
+
+    def close(self, timeout_s: float = 10.0) -> LogStats:
+        """Drain the queue, flush the sinks and stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self._flush_sinks(force=True)
+        return self.stats()
+
+
+@dataclass(frozen=True)
+class ServedBatch:
+    """An answered batch as serving hands it over: the rows, the answers, who asked, when."""
+
+    records: list[dict]
+    predictions: list
+    probabilities: list[list[float]] | None
+    classes: list | None
+    model_version: str
+    request_ids: list[str | None]
+    logged_at: dt.datetime
+
+    @property
+    def rows(self) -> int:
+        return len(self.records)
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame.from_records(self.records)
+        frame["prediction"] = self.predictions
+        if self.probabilities is not None and self.classes is not None:
+            for i, label in enumerate(self.classes):
+                frame[f"probability_{label}"] = [p[i] for p in self.probabilities]
+        frame["model_version"] = self.model_version
+        frame["request_id"] = self.request_ids
+        frame["logged_at"] = pd.Timestamp(self.logged_at)
+        return frame

@@ -283,10 +283,15 @@ class HandleBackend:
     async def predict(
         self, records: list[dict[str, Any]], request_id: str | None = None
     ) -> PredictOutput:
+        from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError
 
         try:
-            answer = await self.handle.predict.remote(records, request_id)
+            try:
+                answer = await self.handle.predict.remote(records, request_id)
+            except RayActorError:
+                # the replica died under this request (a node lost, a kill): once more, on another
+                answer = await self.handle.predict.remote(records, request_id)
         except BackPressureError as exc:
             raise ServiceOverloaded(str(exc)) from None
         if "error" in answer:

@@ -304,3 +304,70 @@ def test_promotion_and_rollback_under_load_swap_versions_without_errors(
             break
         time.sleep(0.2)
     assert httpx.get(f"{url}/v1/models/churn", timeout=10).json()["model_version"] == "v1"
+
+
+def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
+    served: tuple[Path, str],
+) -> None:
+    """Ray Serve's fault tests, for raymlops: ray.kill a model replica under steady load."""
+    import asyncio
+    import time
+
+    import ray
+    from ray import serve
+
+    config_path, url = served
+    config = load_config(config_path)
+    serving = config.serving.model_copy(
+        update={
+            "autoscaling": config.serving.autoscaling.model_copy(
+                update={"min_replicas": 2, "max_replicas": 2}
+            )
+        }
+    )
+    serve.run(
+        build_application(config.model_copy(update={"serving": serving})),
+        name="fault",
+        route_prefix="/fault",
+    )
+    try:
+        replicas = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "fault#model#" in a["name"]
+        ]
+        assert len(replicas) == 2, replicas
+        instances = _instances(2, seed=51)
+        answers: list[tuple[float, int]] = []
+
+        async def client_loop(until: float) -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                while time.monotonic() < until:
+                    try:
+                        response = await client.post(
+                            f"{url}/fault/v1/models/churn:predict", json={"instances": instances}
+                        )
+                        answers.append((time.monotonic(), response.status_code))
+                    except httpx.TransportError:
+                        answers.append((time.monotonic(), 0))
+
+        async def run() -> float:
+            start = time.monotonic()
+            loops = [asyncio.create_task(client_loop(start + 20)) for _ in range(4)]
+            await asyncio.sleep(5)
+            victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+            ray.kill(victim, no_restart=True)
+            await asyncio.gather(*loops)
+            return start
+
+        start = asyncio.run(run())
+        failed = sum(1 for _, status in answers if status != 200)
+        assert len(answers) > 100, "a steady load ran"
+        assert failed / len(answers) < 0.01, f"{failed} of {len(answers)} failed"
+        before = sum(1 for t, s in answers if start + 1 <= t < start + 5 and s == 200) / 4
+        after = sum(1 for t, s in answers if start + 15 <= t < start + 20 and s == 200) / 5
+        assert after >= 0.5 * before, (
+            f"throughput recovers: {before:.0f}/s before, {after:.0f}/s at the end"
+        )
+    finally:
+        serve.delete("fault")

@@ -281,6 +281,7 @@ def check_predict(url: str, body: Path, rows: int) -> None:
 
 def wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with status {process.returncode}")
@@ -288,10 +289,12 @@ def wait_ready(url: str, timeout: float, process: subprocess.Popen[bytes] | None
             with _open(url, timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = repr(exc)[:200]
         time.sleep(0.25)
-    raise RuntimeError(f"{url} was not ready within {timeout:.0f}s")
+    raise RuntimeError(f"{url} was not ready within {timeout:.0f}s (last: {last})")
 
 
 def pick_loadgen(choice: str) -> str:
@@ -608,7 +611,11 @@ def deploy(variant: Any, base: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     serve.run(build_application(variant), name=NAME, route_prefix="/")
-    wait_ready(base + "/readyz", 120)
+    try:
+        wait_ready(base + "/readyz", 120)
+    except RuntimeError as exc:
+        status = serve.status().applications.get(NAME)
+        raise RuntimeError(f"{exc}; Serve says: {status}") from None
     deploy_s = time.perf_counter() - started
     tick = os.sysconf("SC_CLK_TCK")
     _, ours0 = _cpu_jiffies(os.getpid())

@@ -357,15 +357,31 @@ def registry_verify(
 @registry_app.command("promote")
 def registry_promote(
     config: ConfigOpt,
-    version: Annotated[str, typer.Argument(help="Version to promote (v3), or an alias.")],
+    version: Annotated[
+        str | None, typer.Argument(help="Version to promote (v3), or an alias.")
+    ] = None,
+    canary: Annotated[
+        bool, typer.Option("--canary", help="Promote serving.canary.version.")
+    ] = False,
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual promotion",
 ) -> None:
-    """Point an alias (champion by default) at a version that verifies."""
-    registry = _registry(config)
+    """Point an alias (champion by default) at a version that verifies; serving follows."""
+    cfg = _load(config)
+    if canary:
+        version = cfg.serving.canary.version
+        if version is None:
+            raise RaymlopsError("--canary: serving.canary.version is not set in the config")
+        reason = reason if reason != "manual promotion" else "canary promoted"
+    if version is None:
+        raise typer.BadParameter("give a VERSION, or --canary", param_hint="VERSION")
+    from raymlops.pipeline import open_registry
+
+    registry = open_registry(cfg)
     event = registry.promote(version, alias=alias, reason=reason)
     out.print(
-        f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  [dim]({event.actor})[/]"
+        f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  "
+        f"[dim]({event.actor}; Serve replicas follow within serving.reload_poll_s)[/]"
     )
 
 

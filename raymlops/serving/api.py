@@ -26,6 +26,7 @@ Example:
 
 # no `from __future__ import annotations`: FastAPI must see the request model built at runtime
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -53,6 +54,7 @@ __all__ = [
     "LocalBackend",
     "PredictOutput",
     "ServiceOverloaded",
+    "SplitBackend",
     "create_app",
     "log_access",
     "predict_records",
@@ -110,6 +112,61 @@ class LocalBackend:
 
     async def status(self) -> dict[str, Any]:
         return {"ready": True, "model_version": self.predictor.version}
+
+
+class SplitBackend:
+    """Canary and shadow traffic over two backends.
+
+    ``shadow=False``: a ``fraction`` of requests is answered by the canary, chosen by a hash of
+    the request id, so a client that sends the same ``X-Request-Id`` always gets the same
+    version. ``shadow=True``: the champion answers every request and the canary gets a copy in
+    the background (its answer is only logged and counted). Each backend logs its own
+    predictions with its version, so the two can be compared.
+    """
+
+    def __init__(
+        self, champion: Backend, canary: Backend, *, fraction: float, shadow: bool
+    ) -> None:
+        self.champion = champion
+        self.canary = canary
+        self.fraction = fraction
+        self.shadow = shadow
+        self._shadow_tasks: set[asyncio.Task[Any]] = set()
+        self.shadow_failures = 0
+
+    def routes_to_canary(self, request_id: str | None) -> bool:
+        if self.shadow or not request_id:
+            return False
+        digest = hashlib.sha256(request_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.fraction
+
+    async def predict(
+        self, records: list[dict[str, Any]], request_id: str | None = None
+    ) -> PredictOutput:
+        if self.shadow:
+            task = asyncio.create_task(self._shadow(records, request_id))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+            return await self.champion.predict(records, request_id)
+        chosen = self.canary if self.routes_to_canary(request_id) else self.champion
+        return await chosen.predict(records, request_id)
+
+    async def _shadow(self, records: list[dict[str, Any]], request_id: str | None) -> None:
+        try:
+            await self.canary.predict(records, request_id)
+        except Exception:  # the caller already has the champion's answer
+            self.shadow_failures += 1
+            _access_log.warning(
+                "shadow prediction failed for request %s", request_id, exc_info=True
+            )
+
+    async def status(self) -> dict[str, Any]:
+        champion, canary = await asyncio.gather(self.champion.status(), self.canary.status())
+        return {
+            **champion,
+            "canary_version": canary.get("model_version"),
+            "canary_ready": canary.get("ready"),
+        }
 
 
 def _error(

@@ -40,6 +40,7 @@ from raymlops.serving.api import (
     AccessRecord,
     PredictOutput,
     ServiceOverloaded,
+    SplitBackend,
     attach_backend,
     create_app,
     log_access,
@@ -344,25 +345,49 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     )
     @serve.ingress(fastapi_app)
     class Ingress:
-        def __init__(self, model: DeploymentHandle) -> None:
-            attach_backend(backend_key, HandleBackend(model))
+        def __init__(self, model: DeploymentHandle, canary: DeploymentHandle | None = None) -> None:
+            backend: Any = HandleBackend(model)
+            if canary is not None:
+                split = serving.canary
+                backend = SplitBackend(
+                    backend, HandleBackend(canary), fraction=split.fraction, shadow=split.shadow
+                )
+            attach_backend(backend_key, backend)
 
     autoscaling = serving.autoscaling.model_dump()
-    model = ModelDeployment.options(
-        autoscaling_config={**autoscaling, "initial_replicas": max(1, autoscaling["min_replicas"])},
-        max_ongoing_requests=serving.max_ongoing_requests,
-        max_queued_requests=serving.max_ongoing_requests * 4,
-        ray_actor_options={"num_cpus": serving.replica_cpus},
-    ).bind(
-        config.storage,
-        config.name,
-        alias,
-        serving.max_batch_size,
-        serving.batch_wait_timeout_s,
-        serving.reload_poll_s,
-        serving.prediction_log.model_dump(),
-    )
-    return Ingress.bind(model)
+
+    def model_deployment(name: str, ref: str, replicas: dict[str, Any]) -> Any:
+        return ModelDeployment.options(
+            name=name,
+            autoscaling_config={**replicas, "initial_replicas": max(1, replicas["min_replicas"])},
+            max_ongoing_requests=serving.max_ongoing_requests,
+            max_queued_requests=serving.max_ongoing_requests * 4,
+            ray_actor_options={"num_cpus": serving.replica_cpus},
+        ).bind(
+            config.storage,
+            config.name,
+            ref,
+            serving.max_batch_size,
+            serving.batch_wait_timeout_s,
+            serving.reload_poll_s,
+            serving.prediction_log.model_dump(),
+        )
+
+    model = model_deployment("model", alias, autoscaling)
+    canary = serving.canary
+    if canary.version is None:
+        return Ingress.bind(model)
+    if canary.fraction == 0 and not canary.shadow:
+        raise ConfigError(
+            "serving.canary.version is set but fraction is 0 and shadow is false: set one of them"
+        )
+    load_predictor(registry, canary.version)  # the canary must verify too, before anything runs
+    one_replica = {
+        **autoscaling,
+        "min_replicas": 1,
+        "max_replicas": max(1, autoscaling["min_replicas"]),
+    }
+    return Ingress.bind(model, model_deployment("canary", canary.version, one_replica))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -371,3 +371,47 @@ def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
         )
     finally:
         serve.delete("fault")
+
+
+def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
+    served: tuple[Path, str],
+) -> None:
+    from ray import serve
+
+    config_path, url = served
+    config = load_config(config_path)
+    registry = open_registry(config)
+    canary_version = registry.versions()[-1]
+    if canary_version == "v1":
+        canary_version = register_model(
+            registry, make_churn(500, seed=13), Schema.from_config(config), params={"C": 0.01}
+        )
+    canary = config.serving.canary.model_copy(update={"version": canary_version, "fraction": 0.5})
+    with_canary = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"canary": canary})}
+    )
+    serve.run(build_application(with_canary), name="canary", route_prefix="/canary")
+    try:
+        row = _instances(1, seed=61)
+        seen = {}
+        for i in range(30):
+            answer = httpx.post(
+                f"{url}/canary/v1/models/churn:predict",
+                json={"instances": row},
+                headers={"X-Request-Id": f"user-{i}"},
+                timeout=30,
+            )
+            assert answer.status_code == 200
+            seen[f"user-{i}"] = answer.json()["model_version"]
+        assert set(seen.values()) == {"v1", canary_version}, seen
+        again = httpx.post(
+            f"{url}/canary/v1/models/churn:predict",
+            json={"instances": row},
+            headers={"X-Request-Id": "user-3"},
+            timeout=30,
+        )
+        assert again.json()["model_version"] == seen["user-3"], "sticky by request id"
+        status = httpx.get(f"{url}/canary/v1/models/churn", timeout=10).json()
+        assert status["canary"]["version"] == canary_version
+    finally:
+        serve.delete("canary")

@@ -87,3 +87,12 @@ def test_registry_verify_fails_with_exit_4_on_tampering(
 def test_unknown_command_and_option_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trane"]) == 2
     assert main(["train", "--config"]) == 2
+
+
+def test_promote_the_configured_canary(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["registry", "promote", "--config", str(project), "--canary"]) == 1
+    assert "serving.canary.version is not set" in capsys.readouterr().err
+    project.write_text(project.read_text() + "serving: {canary: {version: v2, fraction: 0.1}}\n")
+    assert main(["registry", "promote", "--config", str(project), "--canary"]) == 0
+    assert "→ v2" in capsys.readouterr().out
+    assert open_registry(load_config(project)).audit()[-1].reason == "canary promoted"

@@ -301,3 +301,65 @@ def test_every_request_is_observed_with_id_version_rows_status_and_latency(
     assert (
         "request_id=abc-1 POST /v1/models/churn:predict status=200 version=v1 rows=2" in caplog.text
     )
+
+
+class _Counting:
+    """A backend that answers with a fixed version and counts its calls."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.calls = 0
+
+    async def predict(self, records, request_id=None):  # type: ignore[no-untyped-def]
+        from raymlops.serving.api import PredictOutput
+
+        self.calls += 1
+        return PredictOutput(["yes"] * len(records), None, None, self.version)
+
+    async def status(self):  # type: ignore[no-untyped-def]
+        return {"ready": True, "model_version": self.version}
+
+
+def test_canary_gets_its_fraction_sticky_by_request_id() -> None:
+    import asyncio
+
+    from raymlops.serving.api import SplitBackend
+
+    split = SplitBackend(_Counting("v1"), _Counting("v2"), fraction=0.3, shadow=False)
+
+    async def versions(ids: list[str]) -> list[str]:
+        return [(await split.predict([ROW], request_id)).model_version for request_id in ids]
+
+    ids = [f"req-{i}" for i in range(2000)]
+    first = asyncio.run(versions(ids))
+    share = first.count("v2") / len(first)
+    assert 0.26 < share < 0.34, share
+    assert asyncio.run(versions(ids)) == first, "the same request id always gets the same version"
+
+
+def test_shadow_answers_with_the_champion_and_copies_to_the_canary() -> None:
+    import asyncio
+
+    from raymlops.serving.api import SplitBackend
+
+    champion, canary = _Counting("v1"), _Counting("v2")
+    split = SplitBackend(champion, canary, fraction=0.0, shadow=True)
+
+    async def run() -> list[str]:
+        answers = [(await split.predict([ROW], f"r{i}")).model_version for i in range(20)]
+        await asyncio.sleep(0.05)
+        return answers
+
+    assert set(asyncio.run(run())) == {"v1"}
+    assert (champion.calls, canary.calls) == (20, 20)
+
+
+def test_canary_status_is_reported(predictor) -> None:  # type: ignore[no-untyped-def]
+    from raymlops.serving.api import SplitBackend
+
+    split = SplitBackend(LocalBackend(predictor), _Counting("v9"), fraction=0.5, shadow=False)
+    serving = ServingConfig.model_validate({"canary": {"version": "v9", "fraction": 0.5}})
+    client = TestClient(create_app(name="churn", schema=SCHEMA, serving=serving, backend=split))
+    status = client.get("/v1/models/churn").json()
+    assert status["canary"] == {"version": "v9", "fraction": 0.5, "shadow": False}
+    assert status["model_version"] == "v1"

@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", nargs="+", type=int, default=[1, 100], help="rows per request")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure each (plain, Serve) pair this many times"
+    )
     parser.add_argument("--max-batch-size", type=int, default=None, help="batching on: (64)")
     parser.add_argument(
         "--batch-wait-ms", type=float, default=None, help="batch_wait_timeout_s in ms: (5)"
@@ -125,6 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an environment variable for Ray's processes (repeatable), applied after --preset",
     )  # fmt: skip
     parser.add_argument("--no-plain", action="store_true", help="skip the plain baseline")
+    parser.add_argument(
+        "--plain-threads", type=int, default=1,
+        help="OMP_NUM_THREADS of the plain server (1, as Ray gives a replica of <= 1 CPU; 0: unset)",
+    )  # fmt: skip
     parser.add_argument("--no-serve", action="store_true", help="only the plain baseline")
     parser.add_argument(
         "--plain-from", type=Path, default=None,
@@ -520,14 +527,16 @@ def _serve_plain(config_path: str, port: int) -> None:
 
 
 @contextlib.contextmanager
-def plain_server(config_path: Path) -> Iterator[tuple[str, int]]:
-    """The plain uvicorn process, up for the whole run: (base URL, pid)."""
+def plain_server(config_path: Path, threads: int) -> Iterator[tuple[str, int]]:
+    """The plain uvicorn process, up for the whole run: (base URL, pid). ``threads``: its
+    OMP_NUM_THREADS (XGBoost's threads), 0 to leave it unset."""
     port = free_port()
     command = [
         sys.executable, str(Path(__file__).resolve()), "--_plain-server", str(config_path),
         str(port),
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", 60, process)
         yield f"http://127.0.0.1:{port}", process.pid
@@ -657,14 +666,15 @@ def run_matrix(
     with contextlib.ExitStack() as stack:
         plain = None
         if not args.no_plain:
-            plain, plain_pid = stack.enter_context(plain_server(config_path))
+            plain, plain_pid = stack.enter_context(plain_server(config_path, args.plain_threads))
             details["listening_plain"] = listening(plain_pid)
         if args.no_serve:
             assert plain is not None
             for rows in args.rows:
                 check_predict(plain + PREDICT, bodies[rows], rows)
                 for concurrency in args.concurrency:
-                    one("plain", plain, rows, concurrency)
+                    for _ in range(args.repeat):
+                        one("plain", plain, rows, concurrency)
             return cells, details
         base = stack.enter_context(ray_serve(args.ray_env))
         from ray import serve
@@ -674,11 +684,12 @@ def run_matrix(
             for rows in args.rows:
                 check_predict(base + PREDICT, bodies[rows], rows)
                 for concurrency in args.concurrency:
-                    ref = one("plain", plain, rows, concurrency) if plain else None
-                    cell = one(label, base, rows, concurrency)
-                    if ref is not None:
-                        ref["paired_with"] = label
-                        cell["plain_rps"] = ref["rps"]
+                    for _ in range(args.repeat):
+                        ref = one("plain", plain, rows, concurrency) if plain else None
+                        cell = one(label, base, rows, concurrency)
+                        if ref is not None:
+                            ref["paired_with"] = label
+                            cell["plain_rps"] = ref["rps"]
             serve.delete(NAME)
     return cells, details
 
@@ -686,25 +697,35 @@ def run_matrix(
 # -- the report ----------------------------------------------------------------------------------
 
 
-def plain_medians(cells: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
-    """The plain cells of each (rows, concurrency), as one row of medians."""
+def medians(cells: list[dict[str, Any]], *, plain: bool) -> list[dict[str, Any]]:
+    """The plain (or the Serve) cells of each (target, rows, concurrency) as one row of
+    medians; a Serve row's ratio is the median of its pairs' ratios."""
     import statistics
 
-    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for cell in cells:
-        if cell["target"].startswith("plain"):
-            groups.setdefault((cell["rows"], cell["concurrency"]), []).append(cell)
-    out = {}
-    for (rows, concurrency), group in groups.items():
-        row: dict[str, Any] = {"target": "plain", "rows": rows, "concurrency": concurrency}
-        for key in ("rps", "rows_per_s", "p50_ms", "p99_ms", "cpu_ours", "cpu_others"):
-            row[key] = statistics.median(c.get(key, 0.0) for c in group)
+        if cell["target"].startswith("plain") == plain:
+            key = ("plain" if plain else cell["target"], cell["rows"], cell["concurrency"])
+            groups.setdefault(key, []).append(cell)
+    out = []
+    keys = ("rps", "rows_per_s", "p50_ms", "p99_ms", "cpu_ours", "cpu_others", "plain_rps")
+    for (target, rows, concurrency), group in groups.items():
+        row: dict[str, Any] = {"target": target, "rows": rows, "concurrency": concurrency}
+        for key in keys:
+            values = [c[key] for c in group if c.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+        ratios = [c["ratio"] for c in group if c.get("ratio") is not None]
+        row["ratio"] = statistics.median(ratios) if ratios else None
         row["errors"] = sum(c["errors"] for c in group)
         row["runs"] = len(group)
         if len(group) > 1:
-            row["target"] = f"plain (median of {len(group)})"
-        out[(rows, concurrency)] = row
+            row["target"] = f"{target} (median of {len(group)})"
+        out.append(row)
     return out
+
+
+def plain_medians(cells: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    return {(r["rows"], r["concurrency"]): r for r in medians(cells, plain=True)}
 
 
 def add_ratios(cells: list[dict[str, Any]], earlier_plain: list[dict[str, Any]]) -> None:
@@ -740,10 +761,11 @@ def check_goals(cells: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
 
 
 def summary_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the table and the plot show: plain as medians, then each Serve cell."""
-    serve_cells = [c for c in cells if not c["target"].startswith("plain")]
-    rows = list(plain_medians(cells).values()) + serve_cells
-    return sorted(rows, key=lambda c: (c["rows"], c["concurrency"], c["target"] != "plain"))
+    """What the table and the plot show: medians of plain and of each Serve variant."""
+    rows = medians(cells, plain=True) + medians(cells, plain=False)
+    return sorted(
+        rows, key=lambda c: (c["rows"], c["concurrency"], not c["target"].startswith("plain"))
+    )
 
 
 def render(rows: list[dict[str, Any]], goals: list[dict[str, Any]], title: str) -> None:
@@ -765,14 +787,14 @@ def render(rows: list[dict[str, Any]], goals: list[dict[str, Any]], title: str) 
             str(c["errors"]) if c["errors"] else "",
             f"{c['plain_rps']:.0f}" if c.get("plain_rps") else "",
             "" if ratio is None else f"{ratio:.2f}x",
-            f"{c.get('cpu_ours', 0):.2f}", f"{c.get('cpu_others', 0):.2f}",
+            f"{c.get('cpu_ours') or 0:.2f}", f"{c.get('cpu_others') or 0:.2f}",
         )  # fmt: skip
     console = Console(width=max(140, Console().width))
     console.print(table)
     console.print(
-        "x plain: Serve rps / the plain rps measured just before it (same rows and connections). "
-        "cores: CPU used during the cell by our processes (servers, Ray, load generator) and by "
-        "everything else on the machine.",
+        "x plain: Serve rps / the plain rps measured just before it (same rows and connections; "
+        "the median of the pairs with --repeat). cores: CPU used during the cell by our "
+        "processes (servers, Ray, load generator) and by everything else on the machine.",
         style="dim",
     )
     for g in goals:
@@ -792,7 +814,8 @@ def plot(cells: list[dict[str, Any]], path: Path, title: str) -> bool:
     except ImportError:
         return False
     groups = sorted({(c["rows"], c["concurrency"]) for c in cells})
-    targets = list(dict.fromkeys(c["target"] for c in cells if not c["target"].startswith("plain")))
+    targets = [c["target"] for c in cells if not c["target"].startswith("plain")]
+    targets = list(dict.fromkeys(targets))
     by = {(c["target"], c["rows"], c["concurrency"]): c for c in cells}
     plain = {(c["rows"], c["concurrency"]): c for c in cells if c["target"].startswith("plain")}
     names = ["plain", *targets]
@@ -861,10 +884,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     add_ratios(cells, earlier)
-    goals = check_goals(cells, max(args.concurrency))
     title = f"serving: {args.label or args.preset} ({kind}, {args.duration:g}s/cell)"
     shown = summary_rows(cells + [c for c in earlier if c["target"] == "plain"])
+    goals = check_goals(shown, max(args.concurrency))
     render(shown, goals, title)
+    noisy = [c for c in cells if (c.get("cpu_others") or 0) > 0.3]
+    if noisy:
+        print(
+            f"note: {len(noisy)} of {len(cells)} cells ran while the rest of the machine used "
+            "over 0.3 cores: their numbers are noisy (see cpu_others in the JSON)"
+        )
 
     import ray
 

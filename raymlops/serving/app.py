@@ -50,6 +50,8 @@ from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBa
 from raymlops.storage import Storage
 
 _log = logging.getLogger("raymlops.serving")
+#: requests are short: a replica being stopped waits at most this long for those in flight
+_GRACEFUL_SHUTDOWN_S = 5.0
 
 __all__ = ["BuildArgs", "ModelDeployment", "build_app", "build_application", "resolve_api_key"]
 
@@ -342,6 +344,8 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         name="ingress",
         max_ongoing_requests=serving.max_ongoing_requests * 4,
         ray_actor_options={"num_cpus": 0.25},
+        graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
+        graceful_shutdown_wait_loop_s=0.5,
     )
     @serve.ingress(fastapi_app)
     class Ingress:
@@ -363,6 +367,8 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
             max_ongoing_requests=serving.max_ongoing_requests,
             max_queued_requests=serving.max_ongoing_requests * 4,
             ray_actor_options={"num_cpus": serving.replica_cpus},
+            graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
+            graceful_shutdown_wait_loop_s=0.5,
         ).bind(
             config.storage,
             config.name,

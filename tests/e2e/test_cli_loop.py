@@ -89,9 +89,9 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     reader.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        assert _wait_for(lambda: any("Ctrl-C to stop" in line for line in lines), server), (
-            "the banner was printed"
-        )
+        assert _wait_for(
+            lambda: any("Ctrl-C to stop" in line for line in lines), server, timeout_s=300
+        ), "the banner was printed"
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
         row = json.loads(
             pd.read_csv(tmp_path / "project" / "data" / "train.csv")
@@ -104,7 +104,11 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
         assert answer.json()["model_version"] == "v1"
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=120)
+        try:
+            server.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            server.kill()  # never leave a server behind; the assertion below reports it
+            server.wait(timeout=30)
         reader.join(timeout=10)
     output = "".join(lines)
     assert server.returncode == 0, output[-2000:]

@@ -248,7 +248,7 @@ def test_batch_job_reports_bad_rows_and_writes_nothing(
 def test_promotion_and_rollback_under_load_swap_versions_without_errors(
     served: tuple[Path, str],
 ) -> None:
-    """Kept last in this module: it moves the champion (and moves it back)."""
+    """It moves the champion, and moves it back at the end."""
     import asyncio
     import time
 
@@ -376,6 +376,8 @@ def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
 def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
     served: tuple[Path, str],
 ) -> None:
+    import time
+
     from ray import serve
 
     config_path, url = served
@@ -413,5 +415,19 @@ def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
         assert again.json()["model_version"] == seen["user-3"], "sticky by request id"
         status = httpx.get(f"{url}/canary/v1/models/churn", timeout=10).json()
         assert status["canary"]["version"] == canary_version
+        folder = Path(config.storage) / "predictions" / "churn"
+        logged: dict[str, str] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(logged) < 30:
+            frames = [pd.read_parquet(f) for f in folder.rglob("*.parquet")]
+            rows = (
+                pd.concat(frames, ignore_index=True)
+                if frames
+                else pd.DataFrame(columns=["request_id"])
+            )
+            mine = rows[rows["request_id"].astype(str).str.startswith("user-")]
+            logged = dict(zip(mine["request_id"], mine["model_version"], strict=True))
+            time.sleep(0.3)
+        assert {k: logged.get(k) for k in seen} == seen, "each version logged the rows it answered"
     finally:
         serve.delete("canary")

@@ -586,6 +586,26 @@ def serve_variants(args: argparse.Namespace, config: Any) -> list[tuple[str, Any
 @contextlib.contextmanager
 def ray_serve(env: dict[str, str]) -> Iterator[str]:
     """A local Ray (its own temp dir, no dashboard) with ``env``, and Serve on 127.0.0.1."""
+    # a temp dir of our own: no other Ray session on the machine finds or joins this one
+    ray_tmp = tempfile.mkdtemp(prefix="rmsb", dir="/tmp")
+    env = dict(env)
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        # HAProxy's stats and Prometheus listeners bind every interface on fixed ports (8404,
+        # 9101; no setting binds them to loopback) and its files default to /tmp/haproxy-serve:
+        # free ports and files of our own
+        env.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+        env.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+        # the Python proxy stays up as HAProxy's fallback, on fixed ports 8500 / 9500
+        env.setdefault("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", str(free_port()))
+        env.setdefault("RAY_SERVE_FALLBACK_PROXY_GRPC_PORT", str(free_port()))
+        files = Path(ray_tmp) / "haproxy"
+        files.mkdir()
+        for key, name in (
+            ("CONFIG_FILE_LOC", "haproxy.cfg"), ("SOCKET_PATH", "admin.sock"),
+            ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state"),
+            ("METRICS_SOCKET_PATH", "metrics.sock"),
+        ):  # fmt: skip
+            env.setdefault(f"RAY_SERVE_HAPROXY_{key}", str(files / name) if name else str(files))
     os.environ.pop("RAY_ADDRESS", None)
     os.environ.update(env)  # before Ray starts: its processes read these when they start
     import logging
@@ -594,8 +614,6 @@ def ray_serve(env: dict[str, str]) -> Iterator[str]:
     from ray import serve
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    # a temp dir of our own: no other Ray session on the machine finds or joins this one
-    ray_tmp = tempfile.mkdtemp(prefix="rmsb", dir="/tmp")
     port = free_port()
     try:
         ray.init(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -428,6 +429,10 @@ def serve_command(
     try:
         serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
         serve.run(application, name=cfg.name, route_prefix="/")
+        # Ray may leave its own SIGINT handler in place; a SIGINT once absorbed by it left this
+        # loop running for over an hour. Ctrl-C and SIGTERM must end the loop below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         url = f"http://{cfg.serving.host}:{cfg.serving.port}"
         key = (
             f"required: Authorization: Bearer ${cfg.serving.api_key_env}"

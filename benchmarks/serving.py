@@ -172,7 +172,7 @@ def prepare_project(workdir: Path, seed: int) -> Path:
     from raymlops.config import load_config
     from raymlops.data.validation import validate_frame
     from raymlops.examples import write_example
-    from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
+    from raymlops.features.pipeline import FeaturePipeline
     from raymlops.registry import Registry
     from raymlops.schema import Schema
     from raymlops.storage import Storage
@@ -184,6 +184,7 @@ def prepare_project(workdir: Path, seed: int) -> Path:
         fit_model,
         predict_scores,
     )
+    from tests.helpers import pandas_stats
 
     config_path = write_example(workdir, "churn", rows=5000)
     config = load_config(config_path)
@@ -192,26 +193,8 @@ def prepare_project(workdir: Path, seed: int) -> Path:
     typed, report = validate_frame(raw, schema)
     if not report.ok:
         raise RuntimeError(report.render())
-    view = numeric_view(typed, schema)
-    stats = {}
-    for name in schema.feature_columns:
-        column = view[name]
-        if schema.columns[name].type == "category":
-            counts = column.dropna().value_counts()
-            stats[name] = ColumnStats(
-                int(column.notna().sum()),
-                int(column.isna().sum()),
-                frequencies={str(k): int(v) for k, v in counts.items()},
-            )
-        else:
-            stats[name] = ColumnStats(
-                int(column.notna().sum()),
-                int(column.isna().sum()),
-                float(column.mean()),
-                float(column.std(ddof=0)),
-                float(column.min()),
-                float(column.max()),
-            )
+    # the same in-process (no Ray) statistics the tests use, so serving gets a real pipeline
+    stats = pandas_stats(typed, schema)
     classes = sorted(typed[schema.target].dropna().unique().tolist())
     pipeline = FeaturePipeline.from_stats(schema, stats, classes)
     x = pipeline.transform(typed).to_numpy(dtype=np.float64)

@@ -366,8 +366,13 @@ def registry_promote(
     ] = False,
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual promotion",
+    address: AddressOpt = None,
 ) -> None:
-    """Point an alias (champion by default) at a version that verifies; serving follows."""
+    """Point an alias (champion by default) at a version that verifies; serving follows.
+
+    With ``--address`` (or RAY_ADDRESS) the replicas serving the model on that cluster are told
+    at once; otherwise they see the move at their next poll (``serving.reload_poll_s``).
+    """
     cfg = _load(config)
     if canary:
         version = cfg.serving.canary.version
@@ -382,7 +387,7 @@ def registry_promote(
     event = registry.promote(version, alias=alias, reason=reason)
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  "
-        f"[dim]({event.actor}; Serve replicas follow within serving.reload_poll_s)[/]"
+        f"[dim]({event.actor}; {_push_to_serving(registry.name, address)})[/]"
     )
 
 
@@ -391,13 +396,33 @@ def registry_rollback(
     config: ConfigOpt,
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback",
+    address: AddressOpt = None,
 ) -> None:
-    """Point an alias back at the version it had before."""
+    """Point an alias back at the version it had before; serving follows, as after promote."""
     registry = _registry(config)
     event = registry.rollback(alias=alias, reason=reason)
     out.print(
-        f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)"
+        f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)  "
+        f"[dim]({_push_to_serving(registry.name, address)})[/]"
     )
+
+
+def _push_to_serving(model: str, address: str | None) -> str:
+    """Tell the replicas on the cluster at ``address`` that the alias moved; say what happened."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        return "Serve replicas follow within serving.reload_poll_s"
+    try:
+        from raymlops.runtime import ensure_ray
+        from raymlops.serving.push import push_alias_moved
+
+        ensure_ray(address)
+        pushed = push_alias_moved(model)
+    except Exception as exc:  # the move is done and durable; only the shortcut failed
+        return f"push to {address} failed ({exc}); replicas follow within serving.reload_poll_s"
+    if pushed:
+        return f"pushed to the replicas serving {model} at {address}"
+    return f"no replica serves {model} at {address}"
 
 
 # -- serve ---------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from raymlops.serving.api import (
     predict_records,
 )
 from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
+from raymlops.serving.push import AliasListener
 from raymlops.storage import Storage
 
 _log = logging.getLogger("raymlops.serving")
@@ -85,9 +86,10 @@ def resolve_api_key(config: ProjectConfig) -> str | None:
 class ModelDeployment:
     """Holds one verified registry version, answers batched predictions, and follows the alias.
 
-    Zero-downtime swap: a watcher thread polls the alias every ``reload_poll_s`` (``reload()``
-    checks at once). When it moves, the new version is loaded and verified in the background
-    while the old one keeps answering, then ``self.predictor`` is replaced in one assignment.
+    Zero-downtime swap: a watcher thread polls the alias every ``reload_poll_s``, and checks at
+    once when a promotion is pushed (:mod:`raymlops.serving.push`) or ``reload()`` is called.
+    When it moves, the new version is loaded and verified in the background while the old one
+    keeps answering, then ``self.predictor`` is replaced in one assignment.
     A batch takes its predictor once, so requests in flight finish on the version they started
     with, and no answer comes from a half-loaded model. A version that fails to load is logged
     and the old one keeps serving. Rollback is the same move backwards.
@@ -126,6 +128,7 @@ class ModelDeployment:
             target=self._watch, name="raymlops-alias-watch", daemon=True
         )
         self._watcher.start()
+        self._listener = AliasListener(name, self._wake.set, retry_s=max(reload_poll_s, 1.0))
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -157,6 +160,9 @@ class ModelDeployment:
         if stop is not None:
             stop.set()
             self._wake.set()
+        listener = getattr(self, "_listener", None)
+        if listener is not None:
+            listener.close()
         log = getattr(self, "_prediction_log", None)
         if log is not None:
             log.close()

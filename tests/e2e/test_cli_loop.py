@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -66,6 +70,52 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     verify = run("registry", "verify", "--config", config, cwd=tmp_path)
     assert verify.returncode == 0
     assert "v1: 8 files match the manifest" in verify.stdout
+
+    # serve the champion over HTTP, answer one request, stop cleanly on Ctrl-C
+    port = _free_port()
+    (tmp_path / "project" / "raymlops.yaml").write_text(
+        (tmp_path / "project" / "raymlops.yaml").read_text() + f"serving: {{port: {port}}}\n"
+    )
+    server = subprocess.Popen(
+        [RAYMLOPS, "serve", "--config", config],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "160", "RAY_ADDRESS": ""},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _wait_for(
+            lambda: any("Ctrl-C to stop" in line for line in lines), server, timeout_s=300
+        ), "the banner was printed"
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        row = json.loads(
+            pd.read_csv(tmp_path / "project" / "data" / "train.csv")
+            .drop(columns=["churned"])
+            .head(1)
+            .to_json(orient="records")
+        )
+        answer = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": row}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == "v1"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            server.kill()  # never leave a server behind; the assertion below reports it
+            server.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert server.returncode == 0, output[-2000:]
+    assert "stopping ..." in output
+    assert f"serving churn (champion) at http://127.0.0.1:{port}" in output
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
     # a broken copy of the data: the run fails naming the column and rows, nothing is added
     data = pd.read_csv(tmp_path / "project" / "data" / "train.csv")

@@ -431,3 +431,57 @@ def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
         assert {k: logged.get(k) for k in seen} == seen, "each version logged the rows it answered"
     finally:
         serve.delete("canary")
+
+
+def test_a_pushed_promotion_swaps_before_the_next_poll(
+    served: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``registry promote --address`` wakes the replicas: with a 10-minute poll, only the push
+    can move them within seconds. Rollback is pushed the same way."""
+    import time
+
+    import ray
+    from ray import serve
+
+    from raymlops.cli import main
+
+    config_path, url = served
+    config = load_config(config_path)
+    slow_poll = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"reload_poll_s": 600.0})}
+    )
+    serve.run(build_application(slow_poll), name="pushed", route_prefix="/pushed")
+    address = ray.get_runtime_context().gcs_address
+
+    def served_version() -> str:
+        return httpx.get(f"{url}/pushed/v1/models/churn", timeout=10).json()["model_version"]
+
+    def wait_for(version: str) -> str:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and served_version() != version:
+            time.sleep(0.1)
+        return served_version()
+
+    try:
+        registry = open_registry(config)
+        challenger = register_model(
+            registry, make_churn(500, seed=14), Schema.from_config(config), params={"C": 0.1}
+        )
+        assert served_version() == "v1"
+        deadline = time.monotonic() + 30  # the replicas subscribe in the background
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor("alias-notifier:churn", namespace="raymlops")
+                break
+            except ValueError:
+                time.sleep(0.2)
+        args = ["registry", "promote", "--config", str(config_path), challenger]
+        assert main([*args, "--address", address]) == 0
+        assert "pushed to the replicas serving churn" in capsys.readouterr().out
+        assert wait_for(challenger) == challenger
+        assert main(["registry", "rollback", "--config", str(config_path), "--address", address]) == 0
+        assert wait_for("v1") == "v1"
+    finally:
+        if open_registry(config).resolve("champion") != "v1":
+            open_registry(config).promote("v1", reason="test clean-up")
+        serve.delete("pushed")

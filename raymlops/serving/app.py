@@ -53,6 +53,8 @@ from raymlops.storage import Storage
 _log = logging.getLogger("raymlops.serving")
 #: requests are short: a replica being stopped waits at most this long for those in flight
 _GRACEFUL_SHUTDOWN_S = 5.0
+#: a model deployment queues this many times its max_ongoing_requests per caller, then says 503
+_QUEUE_FACTOR = 4
 
 __all__ = ["BuildArgs", "ModelDeployment", "build_app", "build_application", "resolve_api_key"]
 
@@ -329,6 +331,17 @@ class _Report:
         ]
 
 
+def _ingress_capacity(serving: Any) -> int:
+    """Requests one ingress replica holds at once: more than the model replicas run plus queue.
+
+    Back-pressure has to come from the model deployment's bounded queue, which the ingress turns
+    into 503 + Retry-After. An ingress with fewer slots would leave the excess waiting, unbounded,
+    in Serve's proxy until the request timeout: a hang instead of a quick 503.
+    """
+    per_model = serving.max_ongoing_requests * (serving.autoscaling.max_replicas + _QUEUE_FACTOR)
+    return 2 * per_model
+
+
 def build_application(config: ProjectConfig, *, alias: str = "champion") -> serve.Application:
     """The Serve application of ``config``: ingress + model deployment, bound and ready to run."""
     serving = config.serving
@@ -348,7 +361,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
 
     @serve.deployment(
         name="ingress",
-        max_ongoing_requests=serving.max_ongoing_requests * 4,
+        max_ongoing_requests=_ingress_capacity(serving),
         ray_actor_options={"num_cpus": 0.25},
         graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
         graceful_shutdown_wait_loop_s=0.5,
@@ -371,7 +384,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
             name=name,
             autoscaling_config={**replicas, "initial_replicas": max(1, replicas["min_replicas"])},
             max_ongoing_requests=serving.max_ongoing_requests,
-            max_queued_requests=serving.max_ongoing_requests * 4,
+            max_queued_requests=serving.max_ongoing_requests * _QUEUE_FACTOR,
             ray_actor_options={"num_cpus": serving.replica_cpus},
             graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
             graceful_shutdown_wait_loop_s=0.5,

@@ -485,3 +485,50 @@ def test_a_pushed_promotion_swaps_before_the_next_poll(
         if open_registry(config).resolve("champion") != "v1":
             open_registry(config).promote("v1", reason="test clean-up")
         serve.delete("pushed")
+
+
+def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, str]) -> None:
+    """One replica taking one request at a time, a burst far beyond its queue: the excess is
+    told to come back (503 + Retry-After) at once, the rest is answered, nothing waits forever."""
+    import asyncio
+
+    from ray import serve
+
+    config_path, url = served
+    config = load_config(config_path)
+    tiny = config.serving.model_copy(
+        update={
+            "max_ongoing_requests": 1,
+            "max_batch_size": 1,
+            "batch_wait_timeout_s": 0.0,
+            "autoscaling": config.serving.autoscaling.model_copy(
+                update={"min_replicas": 1, "max_replicas": 1}
+            ),
+        }
+    )
+    serve.run(
+        build_application(config.model_copy(update={"serving": tiny})),
+        name="overload",
+        route_prefix="/overload",
+    )
+    instances = _instances(800, seed=71)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            calls = [
+                client.post(f"{url}/overload/v1/models/churn:predict", json={"instances": instances})
+                for _ in range(40)
+            ]
+            return await asyncio.gather(*calls)
+
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        serve.delete("overload")
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    refused = [a for a in answers if a.status_code == 503]
+    assert refused, f"a burst of 40 on a queue of 5 is refused in part: {statuses}"
+    assert all(a.headers.get("Retry-After") == "1" for a in refused)
+    assert "overloaded" in refused[0].json()["error"]["message"]
+    assert statuses.count(200) >= 5, statuses

@@ -21,14 +21,17 @@ import posixpath
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
 from raymlops.errors import StorageError
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "local_storage_warning"]
 
 _LOCK_POLL_S = 0.05
 
@@ -63,6 +66,11 @@ class Storage:
     def is_local(self) -> bool:
         """True on a local filesystem, where renames are atomic and ``flock`` works."""
         return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def is_s3(self) -> bool:
+        """True on S3 (or an S3 API such as MinIO), where the lock uses conditional writes."""
+        return type(self.fs).__name__ == "S3FileSystem"
 
     def _check_reachable(self, *, create: bool) -> None:
         try:
@@ -149,20 +157,41 @@ class Storage:
         self.fs.move(self.path(src), self.path(dest))
 
     @contextlib.contextmanager
-    def lock(self, relpath: str, *, timeout_s: float = 60.0) -> Iterator[None]:
+    def lock(
+        self, relpath: str, *, timeout_s: float = 60.0, lease_s: float = 30.0
+    ) -> Iterator[None]:
         """Hold an exclusive lock named ``relpath`` across processes.
 
         Local: ``fcntl.flock`` on a lock file (released by the OS if the holder dies).
-        Object stores: a lease object created only when absent, re-read to confirm ownership and
-        expired after ``timeout_s``; this is best effort until conditional writes land.
+        S3: a lock object created with a conditional write (``If-None-Match: *``), kept alive
+        by a heartbeat and broken by others only after ``lease_s`` without one (see
+        :mod:`raymlops.s3lock`); one process wins, the others wait up to ``timeout_s``.
+        Other object stores: a best-effort lease (no conditional writes through pyarrow);
+        a warning says so.
+
+        Example:
+            >>> with Storage.from_uri("/tmp/raymlops-doc").lock("models/m/.lock"):
+            ...     pass
 
         Raises:
-            StorageError: the lock was not acquired within ``timeout_s``.
+            StorageError: the lock was not acquired within ``timeout_s``, or was lost.
         """
         if self.is_local:
             with self._flock(relpath, timeout_s=timeout_s):
                 yield
+        elif self.is_s3:
+            from raymlops.s3lock import S3Lock
+
+            bucket, _, key = self.path(relpath).partition("/")
+            with S3Lock(_s3_client(self.fs), bucket, key, timeout_s=timeout_s, lease_s=lease_s):
+                yield
         else:
+            warnings.warn(
+                f"storage {self.uri!r}: this object store has no conditional writes through "
+                "pyarrow, so the registry lock is best effort; do not promote from two places "
+                "at once (s3:// and local folders have safe locks)",
+                stacklevel=3,
+            )
             with self._lease(relpath, timeout_s=timeout_s):
                 yield
 
@@ -216,3 +245,45 @@ class Storage:
         finally:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(self.path(relpath))
+
+
+_S3_CLIENTS: dict[str, Any] = {}
+
+
+def _s3_client(fs: pafs.FileSystem) -> Any:
+    """One boto3 client per S3 endpoint and account (creating one costs ~50 ms)."""
+    from raymlops.s3lock import s3_client_for
+
+    key = json.dumps(fs.__reduce__()[1][0], sort_keys=True, default=str)
+    if key not in _S3_CLIENTS:
+        _S3_CLIENTS[key] = s3_client_for(fs)
+    return _S3_CLIENTS[key]
+
+
+def _is_loopback(address: str) -> bool:
+    host = urlsplit(address if "://" in address else f"ray://{address}").hostname or ""
+    return host in {"127.0.0.1", "localhost", "::1"}
+
+
+def local_storage_warning(storage_uri: str, address: str | None) -> str | None:
+    """A warning when a local storage path meets a cluster address, else None.
+
+    A local folder is not shared between machines: on a cluster each node would write its own
+    registry. On a local multi-node cluster (every node on this machine) an absolute folder
+    works; anywhere else use ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
+
+    Example:
+        >>> local_storage_warning("/data/reg", "http://10.0.0.5:8265") is not None
+        True
+        >>> local_storage_warning("s3://bucket/reg", "http://10.0.0.5:8265") is None
+        True
+    """
+    if address is None or "://" in storage_uri and not storage_uri.startswith("file://"):
+        return None
+    where = "on this machine" if _is_loopback(address) else f"at {address}"
+    return (
+        f"storage {storage_uri!r} is a local path, but the work runs on the cluster {where}: "
+        "a local folder is not shared between nodes, so each machine would keep its own "
+        "registry. It works on a local multi-node cluster (all nodes on this machine, absolute "
+        "path); on a cloud or Kubernetes cluster set `storage: s3://bucket/prefix`"
+    )

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from raymlops.cli_cluster import cluster_app, job_app
 from raymlops.errors import DataValidationError, RaymlopsError
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
@@ -49,6 +50,8 @@ registry_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(job_app, name="job")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

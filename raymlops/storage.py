@@ -280,10 +280,15 @@ def local_storage_warning(storage_uri: str, address: str | None) -> str | None:
     """
     if address is None or "://" in storage_uri and not storage_uri.startswith("file://"):
         return None
-    where = "on this machine" if _is_loopback(address) else f"at {address}"
+    if _is_loopback(address):
+        return (
+            f"storage {storage_uri!r} is a local folder: fine for a cluster whose nodes all run "
+            "on this machine, but on a cloud or Kubernetes cluster each machine would keep its "
+            "own registry there; set `storage: s3://bucket/prefix` for those"
+        )
     return (
-        f"storage {storage_uri!r} is a local path, but the work runs on the cluster {where}: "
-        "a local folder is not shared between nodes, so each machine would keep its own "
-        "registry. It works on a local multi-node cluster (all nodes on this machine, absolute "
-        "path); on a cloud or Kubernetes cluster set `storage: s3://bucket/prefix`"
+        f"storage {storage_uri!r} is a local folder, but the work runs on the cluster at "
+        f"{address}: a local folder is not shared between nodes, so each machine would keep "
+        "its own registry (and this machine would not see it). Set "
+        "`storage: s3://bucket/prefix` (or gs://), readable by every node"
     )

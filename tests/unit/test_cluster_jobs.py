@@ -1,0 +1,239 @@
+"""Pure parts of the cluster and jobs layer: the token file, node commands, excludes, entry
+points, addresses and exit codes (no Ray, no processes)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from raymlops import cluster, jobs
+from raymlops.cluster import ClusterError, ClusterState, NodeProcess, ensure_token, read_token
+from raymlops.jobs import JobError
+from raymlops.storage import local_storage_warning
+from tests.conftest import write_project
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tokens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAYMLOPS_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def test_token_is_made_once_with_mode_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o000)  # the most permissive umask: the file must still be private
+    try:
+        path = ensure_token(tmp_path / "rm")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    token = path.read_text()
+    assert len(token) == 64
+    int(token, 16)  # 256 bits, hex
+    assert ensure_token(tmp_path / "rm").read_text() == token, "a second up keeps the token"
+
+
+def test_a_token_file_others_can_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = ensure_token(tmp_path)
+    path.chmod(0o644)
+    with pytest.raises(
+        ClusterError, match=r"can be read by other users \(mode 644\); run `chmod 600"
+    ):
+        ensure_token(tmp_path)
+    with pytest.raises(ClusterError, match="chmod 600"):
+        read_token(tmp_path)
+
+
+def test_token_lookup_order_env_then_path_then_raymlops_then_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "rm"
+    assert read_token(home)[0] is None
+    assert "RAY_AUTH_TOKEN" in read_token(home)[1], "the message lists where it looked"
+    ray_default = Path(os.environ["HOME"]) / ".ray" / "auth_token"
+    ray_default.parent.mkdir(parents=True)
+    ray_default.write_text("ray-default\n")
+    ray_default.chmod(0o600)
+    assert read_token(home) == ("ray-default", str(ray_default))
+    ours = ensure_token(home)
+    assert read_token(home) == (ours.read_text(), str(ours))
+    explicit = tmp_path / "explicit"
+    explicit.write_text("from-path")
+    explicit.chmod(0o600)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(explicit))
+    assert read_token(home) == ("from-path", str(explicit))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", " from-env ")
+    assert read_token(home) == ("from-env", "RAY_AUTH_TOKEN")
+
+
+def test_raymlops_home_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cluster.raymlops_home() == tmp_path / "home" / ".raymlops"
+    monkeypatch.setenv("RAYMLOPS_HOME", str(tmp_path / "x"))
+    assert cluster.raymlops_home() == tmp_path / "x"
+
+
+# -- node commands -------------------------------------------------------------------------------
+
+
+def test_every_node_gets_its_own_ports_and_the_head_binds_the_dashboard_to_loopback() -> None:
+    counter = iter(range(20000, 30000))
+    nodes = cluster.plan_nodes(3, ports=lambda n: [next(counter) for _ in range(n)])
+    assert [n.name for n in nodes] == ["head", "worker-1", "worker-2", "worker-3"]
+    ports = [p for n in nodes for p in n.ports.values()]
+    assert len(ports) == len(set(ports)), "no two nodes may share a port on one machine"
+    head = cluster.node_command("ray", nodes[0], temp_dir="/t/h", gcs_address="127.0.0.1:1")
+    assert head[:4] == ["ray", "start", "--block", "--head"]
+    assert "--dashboard-host" in head
+    assert head[head.index("--dashboard-host") + 1] == "127.0.0.1"
+    assert "--num-cpus=0" in head, "the head only schedules"
+    assert f"--dashboard-port={nodes[0].ports['dashboard-port']}" in head
+    worker = cluster.node_command("ray", nodes[1], temp_dir="/t/1", gcs_address="127.0.0.1:1")
+    assert worker[3:5] == ["--address", "127.0.0.1:1"]
+    assert "--num-cpus=1" in worker
+    assert "--temp-dir=/t/1" in worker
+    assert not any(a.startswith("--dashboard-port") for a in worker)
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = cluster._free_ports(12)
+    assert len(set(ports)) == 12
+
+
+def test_state_round_trips_and_a_dead_or_recycled_pid_is_not_ours(tmp_path: Path) -> None:
+    me = NodeProcess("head", os.getpid(), cluster._start_time(os.getpid()) or 0.0, "log")
+    state = ClusterState("127.0.0.1:1", "http://127.0.0.1:2", "/t", "/tok", 1.0, [me])
+    state.save(tmp_path)
+    loaded = ClusterState.load(tmp_path)
+    assert loaded == state
+    assert cluster._alive(me)
+    recycled = NodeProcess("head", os.getpid(), me.started - 100, "log")
+    assert not cluster._alive(recycled), "same PID, other start time: another process"
+    assert cluster.session_processes({os.getsid(0)}), "this test runs in a session"
+
+
+def test_down_and_status_without_a_cluster_say_how_to_start_one(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"raymlops cluster up --workers 2"):
+        cluster.down(tmp_path)
+    with pytest.raises(ClusterError, match=r"no local cluster is running"):
+        cluster.status(tmp_path)
+    with pytest.raises(ClusterError, match="at least 1"):
+        cluster.up(0, home=tmp_path)
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+def test_entrypoints_use_jobs_scripts_when_present_else_the_cli(tmp_path: Path) -> None:
+    assert (
+        jobs.entrypoint("train", "p/raymlops.yaml", tmp_path, ["--promote"])
+        == "python -m raymlops train --config p/raymlops.yaml --promote"
+    )
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "retrain.py").write_text("")
+    assert (
+        jobs.entrypoint("retrain", "my proj/c.yaml", tmp_path, ["--parent", "v3"])
+        == "python jobs/retrain.py --config 'my proj/c.yaml' --parent v3"
+    ), "arguments are shell-quoted"
+    with pytest.raises(
+        JobError, match="unknown job kind 'deploy': choose one of train, retrain, predict"
+    ):
+        jobs.entrypoint("deploy", "c.yaml", tmp_path, [])
+
+
+def test_excludes_leave_out_envs_registries_and_unread_data(tmp_path: Path) -> None:
+    s3 = jobs.default_excludes(tmp_path, "s3://b/reg", "s3://b/data/*.parquet")
+    assert {".venv/", ".git/", "**/__pycache__/", "/data/", ".raymlops/"} <= set(s3)
+    local = jobs.default_excludes(
+        tmp_path, str(tmp_path / "store"), str(tmp_path / "data" / "train.csv")
+    )
+    assert "/store/" in local, "a registry inside the working dir is not uploaded"
+    assert "/data/" not in local, "data the config reads is uploaded with the job"
+
+
+def _project(tmp_path: Path, storage: str, source: str = "./data/train.csv") -> Path:
+    config = write_project(tmp_path / "proj", source=source)
+    config.write_text(config.read_text().replace("storage: ./store", f"storage: {storage}"))
+    return config
+
+
+def test_plan_refuses_a_registry_that_would_be_written_into_the_uploaded_copy(
+    tmp_path: Path,
+) -> None:
+    config = _project(tmp_path, "./store")
+    with pytest.raises(
+        JobError, match=r"storage './store' in .* is a relative folder.*s3://bucket/prefix"
+    ):
+        jobs.plan_job("train", config, working_dir=config.parent)
+
+
+def test_plan_builds_the_job_and_warns_about_local_storage_on_a_remote_cluster(
+    tmp_path: Path,
+) -> None:
+    config = _project(tmp_path, str(tmp_path / "registry"))
+    plan = jobs.plan_job(
+        "train",
+        config,
+        working_dir=tmp_path,
+        extra=["--promote"],
+        submission_id="fixed",
+        address="http://10.0.0.9:8265",
+    )
+    assert plan.entrypoint == "python -m raymlops train --config proj/raymlops.yaml --promote"
+    assert plan.submission_id == "fixed"
+    assert any("not shared between nodes" in w for w in plan.warnings)
+    assert jobs.plan_job("train", config, working_dir=tmp_path).submission_id.startswith(
+        "raymlops-train-churn-"
+    )
+
+
+def test_plan_names_a_missing_config_or_one_outside_the_working_dir(tmp_path: Path) -> None:
+    with pytest.raises(JobError, match=r"config .*nope\.yaml does not exist"):
+        jobs.plan_job("train", tmp_path / "nope.yaml", working_dir=tmp_path)
+    config = _project(tmp_path, "s3://b/r")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(JobError, match="is outside the working dir"):
+        jobs.plan_job("train", config, working_dir=tmp_path / "elsewhere")
+    with pytest.raises(JobError, match="unknown job kind"):
+        jobs.plan_job("serve", config, working_dir=tmp_path)
+
+
+def test_jobs_address_comes_from_flag_env_or_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAYMLOPS_HOME", str(tmp_path))
+    with pytest.raises(JobError, match=r"--address http://HOST:8265.*raymlops cluster up"):
+        jobs.jobs_address(None)
+    ClusterState("127.0.0.1:1", "http://127.0.0.1:4321", "/t", "/tok", 1.0, []).save(tmp_path)
+    assert jobs.jobs_address(None) == "http://127.0.0.1:4321"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:8265")
+    assert jobs.jobs_address(None) == "http://10.0.0.1:8265"
+    assert jobs.jobs_address("https://ray.example:443") == "https://ray.example:443"
+    with pytest.raises(JobError, match="Ray Client address"):
+        jobs.jobs_address("ray://10.0.0.1:10001")
+
+
+def test_exit_codes_mirror_the_final_status() -> None:
+    assert jobs.exit_code_for("SUCCEEDED") == 0
+    assert jobs.exit_code_for("FAILED", 3) == 3, "a data error inside the job stays exit 3"
+    assert jobs.exit_code_for("FAILED", None) == 1
+    assert jobs.exit_code_for("FAILED", 0) == 1, "failed is never 0"
+    assert jobs.exit_code_for("STOPPED") == jobs.EXIT_STOPPED
+
+
+def test_local_storage_warning_only_for_local_paths_on_clusters() -> None:
+    assert local_storage_warning("/srv/reg", None) is None
+    assert local_storage_warning("s3://b/reg", "http://10.0.0.1:8265") is None
+    remote = local_storage_warning("/srv/reg", "http://10.0.0.1:8265")
+    assert remote is not None
+    assert "not shared between nodes" in remote
+    loopback = local_storage_warning("/srv/reg", "http://127.0.0.1:8265")
+    assert loopback is not None
+    assert "this machine" in loopback

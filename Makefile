@@ -29,6 +29,7 @@ test-unit: install           ## the seconds-long tier, no Ray
 bench: install               ## side-by-side measurements (benchmarks/README.md)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python benchmarks/tune_overhead.py
+	$(BIN)/python benchmarks/drift.py
 	@command -v wrk >/dev/null && $(BIN)/python benchmarks/serving.py || echo "serving benchmark skipped: install wrk (apt-get install wrk)"
 
 clean:

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,8 +49,13 @@ config_app = typer.Typer(
 registry_app = typer.Typer(
     help="List, inspect, verify, promote and roll back versions.", no_args_is_help=True
 )
+monitor_app = typer.Typer(
+    help="The DriftMonitor actor: start it, see its windows, decisions and jobs, stop it.",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(job_app, name="job")
 
@@ -439,8 +445,14 @@ def serve_command(
     detach: Annotated[
         bool, typer.Option("--detach", help="Return after deploying (needs --address).")
     ] = False,
+    monitor: Annotated[
+        bool,
+        typer.Option(
+            "--monitor/--no-monitor", help="Run the DriftMonitor on the served traffic too."
+        ),
+    ] = True,
 ) -> None:
-    """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it)."""
+    """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it), watched for drift."""
     cfg = _load(config)
     from raymlops.runtime import ensure_ray
     from raymlops.serving.app import build_application, resolve_api_key
@@ -450,13 +462,17 @@ def serve_command(
         raise RaymlopsError(
             "--detach needs a running cluster (--address or RAY_ADDRESS): a local Ray ends with this process"
         )
-    ensure_ray(address)
+    ensure_ray(address, jobs=monitor)  # the monitor submits retrains through the Jobs API
     from ray import serve
 
     application = build_application(cfg, alias=alias)
     try:
         serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
         serve.run(application, name=cfg.name, route_prefix="/")
+        if monitor:
+            from raymlops.monitoring.monitor import start_monitor
+
+            start_monitor(config)
         # Ray may leave its own SIGINT handler in place; a SIGINT once absorbed by it left this
         # loop running for over an hour. Ctrl-C and SIGTERM must end the loop below.
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -473,6 +489,11 @@ def serve_command(
             f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
             f"  key       {key}",
         ]
+        if monitor:
+            lines.append(
+                f"  monitor   monitor:{cfg.name}, windows of {cfg.monitoring.window_rows} rows "
+                f"(raymlops monitor status --config {config})"
+            )
         out.print(Panel("\n".join(lines), title="raymlops serve", expand=False))
         if detach:
             return
@@ -483,6 +504,11 @@ def serve_command(
         out.print("stopping ...")
     finally:
         if not detach:
+            if monitor:
+                from raymlops.monitoring.monitor import stop_monitor
+
+                with contextlib.suppress(Exception):  # saved state matters; a dead actor does not
+                    stop_monitor(cfg.name)
             serve.shutdown()
 
 
@@ -514,6 +540,145 @@ def predict_command(
             expand=False,
         )
     )
+
+
+# -- monitor and retrain ---------------------------------------------------------------------------
+
+
+def _cluster_address(address: str | None, what: str) -> str:
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        raise RaymlopsError(
+            f"{what} needs a running Ray cluster: pass --address (or set RAY_ADDRESS); "
+            "on a laptop, `raymlops serve --config C` runs the monitor beside the model"
+        )
+    return address
+
+
+@monitor_app.command("start")
+def monitor_start(config: ConfigOpt, address: AddressOpt = None) -> None:
+    """Start the detached DriftMonitor of this model on a running cluster."""
+    cfg = _load(config)
+    from raymlops.monitoring.monitor import get_monitor, start_monitor
+    from raymlops.runtime import ensure_ray
+
+    ensure_ray(_cluster_address(address, "monitor start"))
+    existed = get_monitor(cfg.name) is not None
+    start_monitor(config)
+    rule = cfg.monitoring
+    out.print(
+        f"[green]✓[/] monitor:{cfg.name} {'already runs' if existed else 'started'}  "
+        f"[dim](windows of {rule.window_rows} rows, drift share ≥ {rule.drift_share}, "
+        f"{rule.consecutive_windows} windows in a row, cooldown {rule.cooldown_s:.0f}s)[/]\n"
+        f"  next: raymlops monitor status --config {config}"
+    )
+
+
+@monitor_app.command("status")
+def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
+    """Windows seen, drift, decisions, retrain jobs and reports (live, or as last saved)."""
+    cfg = _load(config)
+    status = None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        import ray
+
+        from raymlops.monitoring.monitor import get_monitor
+        from raymlops.runtime import ensure_ray
+
+        ensure_ray(address)
+        monitor = get_monitor(cfg.name)
+        if monitor is not None:
+            status = {**ray.get(monitor.status.remote(), timeout=30), "source": "live"}
+    if status is None:
+        registry = _registry(config)
+        path = f"monitoring/{cfg.name}/state.json"
+        if not registry.storage.exists(path):
+            raise RaymlopsError(
+                f"no monitor state for {cfg.name} in {cfg.storage}: start one with "
+                f"`raymlops monitor start --config {config} --address ...` or `raymlops serve`"
+            )
+        status = {**registry.storage.read_json(path), "source": "saved"}  # type: ignore[dict-item]
+    out.print(_monitor_panel(cfg.name, status))
+
+
+def _monitor_panel(model: str, status: dict[str, Any]) -> Group:
+    share = status.get("last_share")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("windows seen", str(status["windows_seen"]))
+    facts.add_row("last drift share", "-" if share is None else f"{share:.2f}")
+    facts.add_row("drifted columns", ", ".join(status.get("last_drifted_columns", [])) or "-")
+    facts.add_row("drifted in a row", str(status["consecutive_drift"]))
+    facts.add_row("job in flight", status.get("job_in_flight") or "-")
+    if "received_rows" in status:
+        facts.add_row(
+            "rows",
+            f"{status['received_rows']} received, {status['buffered_rows']} in the open window, "
+            f"{status['dropped_rows']} dropped",
+        )
+    parts: list[Any] = [facts]
+    decisions = status.get("recent_decisions") or []
+    if decisions:
+        table = Table("window", "version", "share", "decision", "why", box=box.SIMPLE_HEAD)
+        for d in decisions:
+            verdict = "[bold]retrain[/]" if d["retrain"] else ("drift" if d["drifted"] else "ok")
+            table.add_row(str(d["window"]), d["version"], f"{d['share']:.2f}", verdict, d["reasons"][-1])
+        parts.append(table)
+    jobs = status.get("jobs") or []
+    if jobs:
+        table = Table("retrain job", "window", "status", "message", box=box.SIMPLE_HEAD)
+        for job in jobs:
+            table.add_row(job["submission_id"], str(job["window"]), job["status"], job.get("message", "")[:80])
+        parts.append(table)
+    for alert in status.get("alerts", []):
+        parts.append(f"[red]alert:[/] {escape(alert)}")
+    for report in status.get("reports", [])[-3:]:
+        parts.append(f"report  {report}")
+    return Group(
+        Panel(Group(*parts), title=f"monitor:{model} ({status.get('source', 'live')})", expand=False)
+    )
+
+
+@monitor_app.command("stop")
+def monitor_stop(config: ConfigOpt, address: AddressOpt = None) -> None:
+    """Save the monitor's state and stop it."""
+    cfg = _load(config)
+    from raymlops.monitoring.monitor import stop_monitor
+    from raymlops.runtime import ensure_ray
+
+    ensure_ray(_cluster_address(address, "monitor stop"))
+    status = stop_monitor(cfg.name)
+    if status is None:
+        raise RaymlopsError(f"no monitor runs for {cfg.name} on this cluster")
+    out.print(f"[green]✓[/] monitor:{cfg.name} stopped after {status['windows_seen']} windows")
+
+
+@app.command("retrain")
+def retrain_command(
+    config: ConfigOpt,
+    trigger_window: Annotated[
+        int | None, typer.Option(help="The monitor window that triggered it (lineage).")
+    ] = None,
+    parent: Annotated[str | None, typer.Option(help="The version being replaced.")] = None,
+    report: Annotated[str | None, typer.Option(help="The drift report behind it.")] = None,
+    address: AddressOpt = None,
+) -> None:
+    """Retrain on monitoring.retrain_source, gate against the champion, promote if it passes.
+
+    This is what the monitor's retrain job runs (``jobs/retrain.py``).
+    """
+    from raymlops.monitoring.retrain import run_retrain
+
+    cfg = _load(config)
+    result = run_retrain(
+        cfg,
+        trigger_window=trigger_window,
+        parent=parent,
+        report=report,
+        address=address,
+        stages=_stage_printer(),
+    )
+    out.print(_summary(result, config))
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -300,6 +300,11 @@ class MonitoringConfig(_Strict):
     consecutive_windows: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=600.0, ge=0)
     retrain_source: str | None = None
+    report_every: int = Field(
+        default=1,
+        ge=1,
+        description="an Evidently report (HTML + JSON) every N windows, and for every drifted one",
+    )
 
 
 class ProjectConfig(_Strict):

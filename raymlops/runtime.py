@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
-__all__ = ["ensure_ray"]
+__all__ = ["ensure_ray", "jobs_address"]
 
 
-def ensure_ray(address: str | None = None, *, quiet: bool = True) -> None:
-    """Start or join Ray once per process, and set the Data options raymlops relies on."""
+def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = False) -> None:
+    """Start or join Ray once per process, and set the Data options raymlops relies on.
+
+    A local Ray starts without the dashboard unless ``jobs`` is true (the monitor submits
+    retrain jobs through the Jobs API, which the dashboard serves): then it listens on
+    127.0.0.1, on a free port, so two local Rays on one machine do not collide.
+    """
     import ray
 
     if not ray.is_initialized():
@@ -26,8 +32,24 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True) -> None:
             "log_to_driver": True,
         }
         if address is None:
-            # a laptop run: no dashboard to start, nothing listens beyond loopback
-            kwargs["include_dashboard"] = False
+            kwargs["include_dashboard"] = jobs
+            if jobs:
+                kwargs["dashboard_host"] = "127.0.0.1"
+                kwargs["dashboard_port"] = _free_port()
         ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+
+
+def jobs_address() -> str:
+    """An address for ``JobSubmissionClient`` that works anywhere in the connected cluster:
+    the GCS address, from which the client finds the dashboard (and Ray's token file)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

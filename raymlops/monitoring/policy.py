@@ -38,10 +38,14 @@ __all__ = ["Decision", "JobRecord", "MonitorState", "decide", "retrain_submissio
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 
-def retrain_submission_id(model: str, window: int) -> str:
+def retrain_submission_id(model: str, window: int, run: str = "") -> str:
     """The retrain job's id for a trigger: the same trigger always names the same job, so a
-    repeated submission (a retry, a restarted monitor) is refused by Ray instead of doubled."""
-    return f"raymlops-retrain-{model}-w{window:06d}"
+    repeated submission (a retry, a restarted monitor) is refused by Ray instead of doubled.
+
+    ``run`` is the monitor state's id (:attr:`MonitorState.run`): a monitor started on fresh
+    state counts windows from 1 again, and must not collide with the jobs of an earlier one.
+    """
+    return f"raymlops-retrain-{model}-{run + '-' if run else ''}w{window:06d}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class JobRecord:
 class MonitorState:
     """Everything the monitor must remember across a restart."""
 
+    run: str = ""
     windows_seen: int = 0
     consecutive_drift: int = 0
     last_retrain_at: float | None = None
@@ -96,6 +101,7 @@ class MonitorState:
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> MonitorState:
         return cls(
+            run=str(payload.get("run", "")),
             windows_seen=int(payload["windows_seen"]),
             consecutive_drift=int(payload["consecutive_drift"]),
             last_retrain_at=payload.get("last_retrain_at"),
@@ -159,7 +165,7 @@ def decide(
     else:
         retrain = True
         reasons.append(f"drift held for {run} windows: retrain")
-    submission_id = retrain_submission_id(model, window) if retrain else None
+    submission_id = retrain_submission_id(model, window, state.run) if retrain else None
     new_state = replace(
         state,
         windows_seen=window,

@@ -116,8 +116,10 @@ class ModelDeployment:
                 flush_rows=prediction_log["flush_rows"],
                 flush_s=prediction_log["flush_s"],
             )
+            from raymlops.monitoring.monitor import MonitorSink
+
             self._prediction_log = PredictionLog(
-                [sink], max_queue_rows=prediction_log["max_queue_rows"]
+                [sink, MonitorSink(name)], max_queue_rows=prediction_log["max_queue_rows"]
             )
         self._alias = alias
         self.predictor = load_predictor(self._registry, alias)

@@ -13,6 +13,6 @@ def ray_session() -> Iterator[None]:
 
     from raymlops.runtime import ensure_ray
 
-    ensure_ray()
+    ensure_ray(jobs=True)  # the monitor tests submit retrain jobs through the Jobs API
     yield
     ray.shutdown()

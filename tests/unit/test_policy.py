@@ -83,6 +83,7 @@ def test_state_round_trips_through_json_as_after_a_restart() -> None:
 def test_submission_ids_are_deterministic_and_ordered() -> None:
     assert retrain_submission_id("churn", 12) == "raymlops-retrain-churn-w000012"
     assert retrain_submission_id("churn", 12) == retrain_submission_id("churn", 12)
+    assert retrain_submission_id("churn", 12, "ab12cd34") == "raymlops-retrain-churn-ab12cd34-w000012"
 
 
 @settings(max_examples=200, deadline=None)

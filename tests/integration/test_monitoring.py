@@ -1,0 +1,183 @@
+"""The DriftMonitor on a real Ray: windows, decisions, retrain jobs through the Jobs API,
+restarts, failed jobs, and a retrained model that the gate turns down."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raymlops.config import load_config
+from raymlops.data.split import holdout_mask
+from raymlops.examples import make_churn
+from raymlops.pipeline import open_registry
+from raymlops.schema import Schema
+from tests.conftest import write_project
+from tests.helpers import register_model
+
+WINDOW = 1000  # Evidently's tests on fewer rows see drift in noise
+
+
+def _project(root: Path, *, retrain_source: str, gate: str = "") -> Path:
+    (root / "data").mkdir(parents=True)
+    make_churn(3000, seed=3).to_csv(root / "data" / "train.csv", index=False)
+    config_path = write_project(
+        root,
+        search="{num_samples: 2, max_concurrent: 2, max_boosting_rounds: 20, time_budget_s: 120}",
+        models="[logistic_regression]",
+        extra=(
+            f"monitoring: {{window_rows: {WINDOW}, drift_share: 0.3, consecutive_windows: 2,\n"
+            f"             cooldown_s: 3600, report_every: 1000, retrain_source: {retrain_source}}}\n"
+            + gate
+        ),
+    )
+    config = load_config(config_path)
+    registry = open_registry(config)
+    registry.promote(register_model(registry, make_churn(3000, seed=3), Schema.from_config(config)))
+    return config_path
+
+
+def _served(frame: pd.DataFrame, version: str = "v1") -> pd.DataFrame:
+    """Rows as the prediction log hands them to the monitor."""
+    logged = frame.drop(columns=["churned"]).copy()
+    logged["prediction"] = "no"
+    logged["model_version"] = version
+    return logged
+
+
+@pytest.fixture
+def monitor_of() -> Iterator:  # type: ignore[type-arg]
+    """Starts monitors and always stops them (by name) at the end of the test."""
+    from raymlops.monitoring.monitor import start_monitor, stop_monitor
+
+    started: list[str] = []
+
+    def start(config_path: Path):  # type: ignore[no-untyped-def]
+        started.append(load_config(config_path).name)
+        return start_monitor(config_path, follow_s=0.5)
+
+    yield start
+    for name in started:
+        stop_monitor(name)
+
+
+def _retrain_jobs(run: str) -> list:  # type: ignore[type-arg]
+    from ray.job_submission import JobSubmissionClient
+
+    from raymlops.runtime import jobs_address
+
+    jobs = JobSubmissionClient(jobs_address()).list_jobs()
+    return [j for j in jobs if (j.submission_id or "").startswith(f"raymlops-retrain-churn-{run}-")]
+
+
+def _wait_for_job_end(monitor, timeout_s: float = 240) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    import ray
+
+    assert ray.get(monitor.wait_idle.remote(timeout_s), timeout=timeout_s + 30), "monitor settles"
+    return ray.get(monitor.status.remote())
+
+
+def test_traffic_like_the_training_data_never_retrains(tmp_path: Path, monitor_of) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    config_path = _project(tmp_path, retrain_source="./data/train.csv")
+    monitor = monitor_of(config_path)
+    for seed in range(10):
+        ray.get(monitor.ingest.remote(_served(make_churn(WINDOW, seed=100 + seed)), wait=True))
+    status = _wait_for_job_end(monitor, timeout_s=120)
+    assert status["windows_seen"] == 10
+    assert status["jobs"] == [], status["recent_decisions"]
+    assert not any(d["drifted"] for d in status["recent_decisions"]), [
+        (d["share"], d["drifted_columns"]) for d in status["recent_decisions"]
+    ]
+    assert _retrain_jobs(status["run"]) == []
+    saved = json.loads((tmp_path / "store" / "monitoring" / "churn" / "state.json").read_text())
+    assert saved["windows_seen"] == 10, "the state is persisted after each decision"
+
+
+def test_a_drift_burst_with_a_restart_makes_exactly_one_job_and_a_failure_alerts(
+    tmp_path: Path, monitor_of
+) -> None:  # type: ignore[no-untyped-def]
+    """100 drifted windows, the monitor killed and restarted half-way: one retrain job. The
+    job fails (its data breaks the schema): an alert, and the champion keeps serving."""
+    import ray
+
+    broken = make_churn(400, seed=9)
+    broken["tenure_months"] = broken["tenure_months"].astype(object)
+    broken.loc[5, "tenure_months"] = "eleven"
+    (tmp_path / "incoming").mkdir()
+    broken.to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
+    config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv")
+    monitor = monitor_of(config_path)
+    drifted = _served(make_churn(WINDOW * 100, seed=7, drift=True))
+    for i in range(50):
+        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    before = ray.get(monitor.status.remote())
+    ray.kill(monitor, no_restart=False)  # Ray restarts it (max_restarts=-1) from saved state
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            after_restart = ray.get(monitor.status.remote(), timeout=30)
+            if after_restart["pid"] != before["pid"]:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            pass
+        assert time.monotonic() < deadline, "the monitor came back"
+        time.sleep(0.5)
+    assert after_restart["run"] == before["run"]
+    assert after_restart["windows_seen"] >= before["windows_seen"] - 1
+    assert after_restart["received_rows"] == 0, "a new process: counters start again"
+    for i in range(50, 100):
+        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    status = _wait_for_job_end(monitor)
+    jobs = _retrain_jobs(status["run"])
+    assert len(jobs) == 1, [j.submission_id for j in jobs]
+    assert [j["submission_id"] for j in status["jobs"]] == [jobs[0].submission_id]
+    assert status["jobs"][0]["status"] == "FAILED"
+    assert status["alerts"], "a failed retrain raises an alert"
+    assert jobs[0].submission_id in status["alerts"][0]
+    assert open_registry(load_config(config_path)).aliases()["champion"] == "v1"
+    assert any("is still in flight" in d["reasons"][-1] or "cooling down" in d["reasons"][-1]
+               for d in status["recent_decisions"])
+    report = status["reports"][0]
+    assert Path(report).is_file(), "the triggering window has its Evidently report"
+
+
+def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, monitor_of) -> None:  # type: ignore[no-untyped-def]
+    """The retrain data teaches the opposite of the truth on its training side and keeps the
+    truth on its holdout side, so the challenger is worse than the champion there: the gate
+    turns it down, the reason is recorded, and lineage names the parent and the report."""
+    import ray
+
+    config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv")
+    config = load_config(config_path)
+    fresh = make_churn(3000, seed=21, drift=True)
+    train_side = ~holdout_mask(
+        np.arange(len(fresh)), fraction=config.data.split.test_fraction, seed=config.data.split.seed
+    )
+    fresh.loc[train_side, "churned"] = fresh.loc[train_side, "churned"].map({"yes": "no", "no": "yes"})
+    (tmp_path / "incoming").mkdir()
+    fresh.to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
+    monitor = monitor_of(config_path)
+    drifted = _served(make_churn(WINDOW * 2, seed=8, drift=True))
+    for i in range(2):
+        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    status = _wait_for_job_end(monitor)
+    assert [j["status"] for j in status["jobs"]] == ["SUCCEEDED"], status["jobs"]
+    registry = open_registry(config)
+    assert registry.versions() == ["v1", "v2"]
+    assert registry.aliases()["champion"] == "v1", "the worse model is not promoted"
+    outcome = json.loads((tmp_path / "store" / "monitoring" / "churn" / "retrains" / "v2.json").read_text())
+    assert outcome["promoted"] is False
+    assert outcome["gate"]["passed"] is False
+    assert any("roc_auc" in reason for reason in outcome["gate"]["reasons"]), outcome["gate"]
+    lineage = json.loads(registry.read_verified("v2", "lineage.json"))
+    assert lineage["retrain"]["parent_version"] == "v1"
+    assert lineage["retrain"]["trigger_window"] == 2
+    assert lineage["retrain"]["trigger_report"] == status["reports"][0]
+    assert lineage["retrain"]["submission_id"] == status["jobs"][0]["submission_id"]

@@ -68,11 +68,13 @@ def resolve_source(source: str) -> ResolvedSource:
             )
         return ResolvedSource(source=source, kind="sklearn")
     if "://" in source:
+        # `?endpoint_override=...&scheme=http` are options of the filesystem, not a glob
+        location, query = _split_query(source)
         try:
-            fs, path = pafs.FileSystem.from_uri(_glob_base(source))
+            fs, path = pafs.FileSystem.from_uri(_glob_base(location) + query)
         except (ValueError, OSError) as exc:
             raise ConfigError(f"data.source: cannot open {source!r}: {exc}") from None
-        pattern = source.split("://", 1)[1] if _has_glob(source) else None
+        pattern = location.split("://", 1)[1] if _has_glob(location) else None
         infos = _list_remote(fs, path, pattern)
     else:
         fs = pafs.LocalFileSystem()
@@ -112,6 +114,14 @@ def _list_local(source: str) -> list[tuple[str, int]]:
             "the config file's folder)"
         )
     return [(m, os.path.getsize(m)) for m in matches if os.path.isfile(m)]
+
+
+def _split_query(uri: str) -> tuple[str, str]:
+    """``s3://b/k?endpoint_override=h:1`` -> (``s3://b/k``, ``?endpoint_override=h:1``)."""
+    location, mark, query = uri.partition("?")
+    if mark and "=" in query and "/" not in query:
+        return location, f"?{query}"
+    return uri, ""
 
 
 def _glob_base(uri: str) -> str:

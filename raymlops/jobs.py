@@ -53,6 +53,7 @@ JOB_KINDS: dict[str, tuple[str, str | None]] = {
     "predict": ("jobs/batch_predict.py", "predict"),
 }
 EXIT_STOPPED = 5
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 # never worth uploading: environments, VCS, caches, build output, local registries
 _ALWAYS_EXCLUDED = [
@@ -375,7 +376,16 @@ class _Client:
                 write(chunk)
 
         self.info(job_id)
-        self._call(asyncio.run, pump())
+        try:
+            self._call(asyncio.run, pump())
+        except JobError:
+            raise
+        except Exception as exc:  # the log stream broke (proxy, network): poll instead
+            write(f"\n[raymlops] log stream lost ({exc}); waiting for the job to end ...\n")
+            while status_name(self.info(job_id).status) not in _TERMINAL:
+                time.sleep(2.0)
+            logs = self._call(self.client.get_job_logs, job_id)
+            write(logs)
 
 
 def client(address: str | None) -> _Client:
@@ -401,12 +411,11 @@ def follow(
     Raises:
         JobFailedError: the job failed or was stopped; the message ends with its last log lines.
     """
-    terminal = {"SUCCEEDED", "FAILED", "STOPPED"}
     jobs.tail(job_id, write)
     info = jobs.info(job_id)
     # the log stream can end a moment before the status is final
     for _ in range(50):
-        if status_name(info.status) in terminal:
+        if status_name(info.status) in _TERMINAL:
             break
         time.sleep(0.2)
         info = jobs.info(job_id)

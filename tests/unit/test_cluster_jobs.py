@@ -237,3 +237,57 @@ def test_local_storage_warning_only_for_local_paths_on_clusters() -> None:
     loopback = local_storage_warning("/srv/reg", "http://127.0.0.1:8265")
     assert loopback is not None
     assert "this machine" in loopback
+
+
+class _FakeInfo:
+    def __init__(self, status: str, code: int | None, message: str = "") -> None:
+        self.status, self.driver_exit_code, self.message = status, code, message
+
+
+class _FakeRayClient:
+    """The slice of JobSubmissionClient that follow() uses; its log stream breaks at once."""
+
+    def __init__(self, statuses: list[str], code: int | None, logs: str) -> None:
+        self.statuses, self.code, self.logs = statuses, code, logs
+
+    def get_job_info(self, job_id: str) -> _FakeInfo:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return _FakeInfo(status, self.code, "boom" if status == "FAILED" else "")
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.logs
+
+    async def tail_job_logs(self, job_id: str):  # type: ignore[no-untyped-def]
+        raise ConnectionResetError("proxy closed the websocket")
+        yield ""  # pragma: no cover - makes this an async generator
+
+
+def _jobs(fake: _FakeRayClient) -> jobs._Client:
+    client = object.__new__(jobs._Client)
+    client.address, client.token, client.token_source = "http://h:1", "t", "test"
+    client.client = fake
+    return client
+
+
+def test_follow_mirrors_a_failure_with_the_last_log_lines_even_if_the_stream_breaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    logs = "\n".join(f"line {i}" for i in range(40)) + "\nDataValidationError: column 'x'\n"
+    written: list[str] = []
+    fake = _FakeRayClient(["RUNNING", "RUNNING", "FAILED"], 3, logs)
+    with pytest.raises(jobs.JobFailedError) as failed:
+        jobs.follow(_jobs(fake), "job-1", written.append)
+    assert failed.value.exit_code == 3
+    message = str(failed.value)
+    assert "job job-1 FAILED (exit code 3): boom" in message
+    assert "line 16" in message
+    assert "line 15" not in message, "the last 25 lines only"
+    assert "column 'x'" in message
+    assert "log stream lost" in written[0], "the user is told why the logs come at the end"
+    assert written[-1] == logs
+
+
+def test_follow_returns_quietly_on_success() -> None:
+    info = jobs.follow(_jobs(_FakeRayClient(["SUCCEEDED"], 0, "ok\n")), "job-2", lambda s: None)
+    assert jobs.status_name(info.status) == "SUCCEEDED"

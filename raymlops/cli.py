@@ -689,25 +689,59 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("./demo"),
     address: AddressOpt = None,
 ) -> None:
-    """The loop on bundled data: init an example, train, gate, register and promote."""
-    from raymlops.examples import write_example
-    from raymlops.pipeline import train as run_train
+    """The whole loop on generated churn data: train -> serve -> drift -> retrain job -> swap."""
+    from raymlops.demo import run_demo
 
     started = time.perf_counter()
-    config = workdir / "raymlops.yaml"
-    if not config.exists():
-        write_example(workdir, "churn")
-        err.print(f"[green]✓[/] example project written to {workdir}")
-    cfg = _load(config)
-    result = run_train(cfg, promote=True, address=address, stages=_stage_printer(), verbose=0)
-    out.print(_trials_table(result))
-    out.print(_summary(result, config))
-    registry = _registry(config)
-    report = registry.verify("champion")
-    out.print(
-        f"[green]✓[/] champion {report.version} verifies ({report.checked} files)  "
-        f"[dim]demo took {time.perf_counter() - started:.0f}s[/]"
+
+    def show(kind: str, text: str) -> None:
+        if kind == "start":
+            err.print(f"\n[bold cyan]▶ {text}[/]")
+        elif kind == "end":
+            stage, seconds, detail = text.split("\t", 2)
+            err.print(f"[bold green]✓ {stage}[/] [dim]({seconds}s)[/] {escape(detail)}")
+        elif kind == "decision":
+            d = json.loads(text)
+            mark = "[bold red]retrain[/]" if d["retrain"] else ("[yellow]drift[/]" if d["drifted"] else "[green]ok[/]")
+            err.print(
+                f"  window {d['window']:>3} ({d['version']}): drift share {d['share']:.2f} {mark}  "
+                f"[dim]{escape(d['reasons'][-1])}[/]"
+            )
+        else:
+            err.print(f"[dim]{escape(text)}[/]")
+
+    result = run_demo(workdir, address=address, events=show, stage_log=_stage_printer())
+    out.print(_demo_summary(result, time.perf_counter() - started))
+
+
+def _demo_summary(result: Any, seconds: float) -> Panel:
+    stages = Table("stage", "seconds", box=box.SIMPLE_HEAD)
+    for stage, took in result.stages.items():
+        stages.add_row(stage, f"{took:.1f}")
+    retrain = result.retrain or {}
+    gate = retrain.get("gate", {})
+    new, old = retrain.get("version", "-"), gate.get("champion_version") or result.champion_before
+    metrics = Table("metric (drifted holdout)", f"{old} (before)", f"{new} (retrained)", box=box.SIMPLE_HEAD)
+    for metric, value in (gate.get("challenger") or {}).items():
+        metrics.add_row(metric, _fmt((gate.get("champion") or {}).get(metric)), _fmt(value))
+    config = result.config_path
+    lines = [
+        f"versions  {old} → {new}; Serve answers with {result.served_version} at {result.url} (stopped)",
+        f"windows   {len(result.decisions)} checked, "
+        f"{sum(d['drifted'] for d in result.decisions)} drifted, {len(result.jobs)} retrain job(s)",
+    ]
+    lines += [f"report    {path}" for path in result.reports[-2:]]
+    lines += [
+        "",
+        f"open the reports   evidently ui --workspace {result.workspace}",
+        f"monitor state      raymlops monitor status --config {config}",
+        f"lineage of {new}     raymlops registry show --config {config} {new}",
+        f"serve it yourself  raymlops serve --config {config}",
+    ]
+    body = Group(
+        f"[green]the loop closed in {seconds:.0f}s[/]", stages, metrics, "\n".join(escape(x) for x in lines)
     )
+    return Panel(body, title="raymlops demo", expand=False)
 
 
 # -- entry point ---------------------------------------------------------------------------------

@@ -50,6 +50,18 @@ training:
   resources_per_trial: {cpu: 1, gpu: 0}
 
 gate: {min_improvement: 0.0, max_metric_drop: 0.05}
+
+serving:
+  host: 127.0.0.1                 # loopback only until an API key is set (api_key_env)
+  port: 8000
+  autoscaling: {min_replicas: 1, max_replicas: 2, target_ongoing_requests: 8}
+
+monitoring:
+  window_rows: 500                # served rows per drift check (Evidently's tests per column)
+  drift_share: 0.5                # a window drifts when this share of columns drifts
+  consecutive_windows: 2          # ... for this many windows in a row: then retrain
+  cooldown_s: 600                 # at most one retrain per 10 minutes
+  retrain_source: ./data/fresh/*.csv   # labelled data that arrived after deployment
 """
 
 

@@ -9,9 +9,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["ensure_ray", "jobs_address"]
 
@@ -31,12 +34,15 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             "logging_level": logging.WARNING if quiet else logging.INFO,
             "log_to_driver": True,
         }
-        if address is None:
-            kwargs["include_dashboard"] = jobs
-            if jobs:
-                kwargs["dashboard_host"] = "127.0.0.1"
-                kwargs["dashboard_port"] = _free_port()
-        ray.init(address=address, **kwargs)
+        if address is None and jobs:
+            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+            kwargs["dashboard_port"] = _free_port()
+            with _free_dashboard_agent_port():
+                ray.init(**kwargs)
+        else:
+            if address is None:
+                kwargs["include_dashboard"] = False
+            ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
 
@@ -53,3 +59,27 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _free_dashboard_agent_port() -> Iterator[None]:
+    """Give the dashboard agent of a new local Ray a free port instead of the fixed 52365.
+
+    ``ray.init`` has no argument for it (``ray start --dashboard-agent-listen-port`` has). With
+    two local Rays on one machine (a demo beside a test run), the second agent cannot bind,
+    and its Jobs API answers "No available agent to submit job" for as long as it runs.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams
+
+    class _RayParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", _free_port())
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = _RayParams  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        parameter.RayParams = original  # type: ignore[misc]

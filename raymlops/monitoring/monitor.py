@@ -51,6 +51,8 @@ NAMESPACE = "raymlops"
 _log = logging.getLogger("raymlops.monitoring")
 #: cut windows that may wait for the worker; more are dropped and counted
 _MAX_PENDING = 4
+#: a job submission refused by a busy or starting head is tried again, this often and apart
+_SUBMIT_TRIES, _SUBMIT_RETRY_S = 6, 5.0
 
 
 def monitor_name(model: str) -> str:
@@ -191,21 +193,20 @@ class DriftMonitor:
         )
         profile, reference = self._reference(version)
         drift = parallel_drift(profile, window, drift_share=self.rule.drift_share)
-        with self._lock:
-            self.state, decision = decide(
-                self.state,
-                self.rule,
-                share=drift.share,
-                now=time.time(),
-                model=self.config.name,
-                drifted_columns=tuple(drift.drifted_columns),
-            )
+        # only this thread changes the state: decide on a copy, commit it with its entry at once
+        state, decision = decide(
+            self.state,
+            self.rule,
+            share=drift.share,
+            now=time.time(),
+            model=self.config.name,
+            drifted_columns=tuple(drift.drifted_columns),
+        )
         number = decision.window
         report = None
         if decision.retrain or number % self.rule.report_every == 0:
             report = self._report(number, version, reference, window, drift)
-            with self._lock:
-                self.state = _with_report(self.state, report)
+            state = _with_report(state, report)
         entry = {
             **decision.to_dict(),
             "version": version,
@@ -214,8 +215,10 @@ class DriftMonitor:
             "drifted_columns": drift.drifted_columns,
             "report": report,
         }
-        self._decisions.append(entry)
-        del self._decisions[:-100]
+        with self._lock:
+            self.state = state
+            self._decisions.append(entry)
+            del self._decisions[:-100]
         self.storage.write_json(f"{self._folder}/decisions/window-{number:06d}.json", entry)
         self._save_state()
         self._observe(drift, decision)
@@ -256,18 +259,23 @@ class DriftMonitor:
         from raymlops.monitoring.retrain import submit_retrain
 
         job = next(j for j in self.state.jobs if j.submission_id == submission_id)
-        try:
-            _, new = submit_retrain(
-                self.jobs_address,
-                self.config_path,
-                submission_id=submission_id,
-                window=job.window,
-                parent=parent,
-                report=report,
-            )
-        except Exception as exc:
-            self._finish(submission_id, "FAILED", f"could not be submitted: {exc}")
-            return
+        for attempt in range(_SUBMIT_TRIES):
+            try:
+                _, new = submit_retrain(
+                    self.jobs_address,
+                    self.config_path,
+                    submission_id=submission_id,
+                    window=job.window,
+                    parent=parent,
+                    report=report,
+                )
+                break
+            except Exception as exc:  # e.g. "No available agent to submit job": a busy head
+                if attempt + 1 == _SUBMIT_TRIES:
+                    self._finish(submission_id, "FAILED", f"could not be submitted: {exc}")
+                    return
+                _log.info("monitor %s: submitting %s again: %s", self.config.name, submission_id, exc)
+                time.sleep(_SUBMIT_RETRY_S)
         _log.warning(
             "monitor %s: retrain job %s %s",
             self.config.name,

@@ -83,7 +83,7 @@ def run_retrain(
         "parent_version": parent,
         "promoted": result.promoted,
         "pushed_to_serving": pushed,
-        "gate": {"passed": result.gate.passed, "reasons": list(result.gate.reasons)},
+        "gate": result.gate.to_dict(),  # both models' metrics on the new holdout, and why
         "metrics": result.metrics,
         "trigger_window": trigger_window,
         "trigger_report": report,

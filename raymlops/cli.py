@@ -27,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from raymlops.cli_cluster import cluster_app, job_app
-from raymlops.errors import DataValidationError, RaymlopsError
+from raymlops.errors import DataValidationError, RaymlopsError, UsageError
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -459,7 +459,7 @@ def serve_command(
 
     api_key = resolve_api_key(cfg)
     if detach and not (address or os.environ.get("RAY_ADDRESS")):
-        raise RaymlopsError(
+        raise UsageError(
             "--detach needs a running cluster (--address or RAY_ADDRESS): a local Ray ends with this process"
         )
     ensure_ray(address, jobs=monitor)  # the monitor submits retrains through the Jobs API
@@ -548,7 +548,7 @@ def predict_command(
 def _cluster_address(address: str | None, what: str) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
-        raise RaymlopsError(
+        raise UsageError(
             f"{what} needs a running Ray cluster: pass --address (or set RAY_ADDRESS); "
             "on a laptop, `raymlops serve --config C` runs the monitor beside the model"
         )
@@ -594,7 +594,7 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
         registry = _registry(config)
         path = f"monitoring/{cfg.name}/state.json"
         if not registry.storage.exists(path):
-            raise RaymlopsError(
+            raise UsageError(
                 f"no monitor state for {cfg.name} in {cfg.storage}: start one with "
                 f"`raymlops monitor start --config {config} --address ...` or `raymlops serve`"
             )
@@ -649,7 +649,7 @@ def monitor_stop(config: ConfigOpt, address: AddressOpt = None) -> None:
     ensure_ray(_cluster_address(address, "monitor stop"))
     status = stop_monitor(cfg.name)
     if status is None:
-        raise RaymlopsError(f"no monitor runs for {cfg.name} on this cluster")
+        raise UsageError(f"no monitor runs for {cfg.name} on this cluster")
     out.print(f"[green]✓[/] monitor:{cfg.name} stopped after {status['windows_seen']} windows")
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "RaymlopsError",
     "RegistryError",
     "StorageError",
+    "UsageError",
 ]
 
 
@@ -25,6 +26,12 @@ class RaymlopsError(Exception):
 
 class ConfigError(RaymlopsError):
     """The project config is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class UsageError(RaymlopsError):
+    """A command asked for something that cannot work as asked (a missing address, nothing to show)."""
 
     exit_code = 2
 

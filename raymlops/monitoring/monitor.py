@@ -90,7 +90,7 @@ class DriftMonitor:
     # -- the actor's methods ------------------------------------------------------------------
 
     def ingest(self, rows: pd.DataFrame, wait: bool = False) -> int:
-        """Take logged rows; returns the rows accepted.
+        """Take logged rows; returns how many rows this call made the monitor drop (mostly 0).
 
         When windows are cut faster than they are checked, a full queue drops the new window
         (counted in ``dropped_rows``), or with ``wait`` makes the caller wait for room (a batch
@@ -100,11 +100,11 @@ class DriftMonitor:
         if wait:
             while self._pending.full() and not self._stop.is_set():
                 time.sleep(0.05)
+        dropped = 0
         with self._lock:
             self.received_rows += len(rows)
             self._buffer.append(rows)
             self._buffered += len(rows)
-            accepted = len(rows)
             while self._buffered >= size:
                 frame = pd.concat(self._buffer, ignore_index=True)
                 window, rest = frame.iloc[:size], frame.iloc[size:]
@@ -112,14 +112,15 @@ class DriftMonitor:
                 try:
                     self._pending.put_nowait(window.reset_index(drop=True))
                 except queue.Full:
-                    self.dropped_rows += size
-                    accepted -= min(size, accepted)
-                    _log.warning(
-                        "monitor %s: a window of %d rows was dropped (worker behind)",
-                        self.config.name,
-                        size,
-                    )
-        return accepted
+                    dropped += size
+            self.dropped_rows += dropped
+        if dropped:
+            _log.warning(
+                "monitor %s: %d rows dropped: windows arrive faster than they are checked",
+                self.config.name,
+                dropped,
+            )
+        return dropped
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -181,3 +181,62 @@ def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, 
     assert lineage["retrain"]["trigger_window"] == 2
     assert lineage["retrain"]["trigger_report"] == status["reports"][0]
     assert lineage["retrain"]["submission_id"] == status["jobs"][0]["submission_id"]
+
+
+def test_a_flood_keeps_memory_to_a_window_and_counts_every_row(tmp_path: Path, monitor_of) -> None:  # type: ignore[no-untyped-def]
+    """200 windows offered at once, without waiting (as the prediction log offers them): at most
+    one open window and a few cut ones are held; every row is checked, waiting, or counted as
+    dropped, none silently lost."""
+    import ray
+
+    config_path = _project(tmp_path, retrain_source="./data/train.csv")
+    monitor = monitor_of(config_path)
+    chunk = _served(make_churn(WINDOW // 4, seed=5))  # the log hands over small frames
+    offered = 0
+    refs = []
+    for _ in range(800):
+        refs.append(monitor.ingest.remote(chunk))
+        offered += len(chunk)
+    dropped = sum(ray.get(refs))
+    peak = ray.get(monitor.status.remote())
+    assert peak["buffered_rows"] < WINDOW, "one open window at most"
+    assert peak["pending_windows"] <= 4
+    assert peak["dropped_rows"] > 0, "the worker cannot check 200 windows at once"
+    assert ray.get(monitor.wait_idle.remote(120))
+    status = ray.get(monitor.status.remote())
+    assert status["received_rows"] == offered
+    assert dropped == status["dropped_rows"], "each drop is reported to the caller that caused it"
+    checked = status["windows_seen"] * WINDOW
+    assert checked + status["dropped_rows"] + status["buffered_rows"] == offered
+
+
+def test_monitor_commands_start_show_and_stop_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import ray
+
+    from raymlops.cli import main
+    from raymlops.monitoring.monitor import get_monitor
+
+    config_path = _project(tmp_path, retrain_source="./data/train.csv")
+    address = ray.get_runtime_context().gcs_address
+    config = ["--config", str(config_path)]
+    assert main(["monitor", "status", *config]) == 2, "nothing to show before a start"
+    assert "no monitor state for churn" in capsys.readouterr().err
+    assert main(["monitor", "start", *config]) == 2, "a laptop monitor needs a cluster address"
+    assert "needs a running Ray cluster" in capsys.readouterr().err
+    try:
+        assert main(["monitor", "start", *config, "--address", address]) == 0
+        assert "monitor:churn started" in capsys.readouterr().out
+        monitor = get_monitor("churn")
+        assert monitor is not None
+        ray.get(monitor.ingest.remote(_served(make_churn(WINDOW, seed=6)), wait=True))
+        assert ray.get(monitor.wait_idle.remote(60))
+        assert main(["monitor", "status", *config, "--address", address]) == 0
+        shown = capsys.readouterr().out
+        assert "monitor:churn (live)" in shown
+        assert "windows seen" in shown
+    finally:
+        assert main(["monitor", "stop", *config, "--address", address]) == 0
+    assert "stopped after 1 windows" in capsys.readouterr().out
+    assert get_monitor("churn") is None
+    assert main(["monitor", "status", *config]) == 0
+    assert "monitor:churn (saved)" in capsys.readouterr().out

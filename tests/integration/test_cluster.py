@@ -160,8 +160,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project the package has never seen: churn CSV inside, registry at an absolute path."""
     root = tmp_path_factory.mktemp("cluster-project")
     (root / "proj" / "data").mkdir(parents=True)
-    make_churn(3000, seed=5).to_csv(root / "proj" / "data" / "train.csv", index=False)
-    config = write_project(root / "proj")
+    make_churn(40000, seed=5).to_csv(root / "proj" / "data" / "train.csv", index=False)
+    # trials of seconds, all run to the end (fifo): with trials shorter than an actor's start
+    # on a busy machine, Tune reused the first actor for every trial, all on one node
+    config = write_project(
+        root / "proj",
+        models="[xgboost]",
+        search="{num_samples: 8, max_concurrent: 2, scheduler: fifo, max_boosting_rounds: 200,"
+        " rounds_per_report: 10, time_budget_s: 300}",
+    )
     config.write_text(
         config.read_text().replace("storage: ./store", f"storage: {root / 'registry'}")
     )
@@ -203,9 +210,10 @@ def test_train_job_registers_a_version_with_trials_on_both_workers(
     assert registry.versions() == ["v1"]
     assert registry.verify("v1").ok
     trials = json.loads(registry.read_verified("v1", "trials.json"))
+    print("trial seconds:", [round(t["time_s"], 1) for t in trials])
     nodes = {t["node_id"] for t in trials}
     lineage = json.loads(registry.read_verified("v1", "lineage.json"))
-    assert len(nodes) == 2, f"4 trials, 2 at a time on two 1-CPU workers: nodes {nodes}"
+    assert len(nodes) == 2, f"8 trials, 2 at a time on two 1-CPU workers: nodes {nodes}"
     assert set(lineage["ray"]["nodes"]) == nodes
     worker_ids = {
         n["node_id"]

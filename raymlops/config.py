@@ -250,8 +250,16 @@ class AutoscalingConfig(_Strict):
         return self
 
 
+#: the alias a canary-first retrain moves (``monitoring.promote: canary``)
+CHALLENGER = "challenger"
+
+
 class CanaryConfig(_Strict):
-    """A second version answering (or shadowing) a fraction of the traffic."""
+    """A second version answering (or shadowing) a fraction of the traffic.
+
+    ``version`` is a version (``v3``) or an alias: ``challenger`` follows the retrained model of
+    a canary-first retrain, and serves as the champion until that alias exists.
+    """
 
     version: str | None = None
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -305,6 +313,13 @@ class MonitoringConfig(_Strict):
         ge=1,
         description="an Evidently report (HTML + JSON) every N windows, and for every drifted one",
     )
+    promote: Literal["champion", "canary"] = Field(
+        default="champion",
+        description=(
+            "where a retrained model that passes the gate goes: straight to champion, or to the "
+            "'challenger' alias that serving.canary.version: challenger sends a share of traffic to"
+        ),
+    )
 
 
 class ProjectConfig(_Strict):
@@ -331,6 +346,19 @@ class ProjectConfig(_Strict):
             raise ValueError(
                 f"classification needs a category, int or bool target; "
                 f"data.columns.{self.data.target} is {spec.type}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _canary_retrains_have_a_canary(self) -> ProjectConfig:
+        canary = self.serving.canary
+        if self.monitoring.promote == "canary" and (
+            canary.version != CHALLENGER or (canary.fraction == 0 and not canary.shadow)
+        ):
+            raise ValueError(
+                "monitoring.promote is 'canary' but serving.canary does not follow the retrained "
+                f"model: set serving.canary to {{version: {CHALLENGER}, fraction: 0.1}} "
+                "(or shadow: true)"
             )
         return self
 

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raymlops.config import ProjectConfig
+from raymlops.config import CHALLENGER, ProjectConfig
 
 __all__ = ["job_state", "run_retrain", "submit_retrain"]
 
@@ -48,7 +48,8 @@ def run_retrain(
     stages: Any = None,
     verbose: int = 0,
 ) -> Any:
-    """Train on ``monitoring.retrain_source``, gate against the champion, promote if it passes.
+    """Train on ``monitoring.retrain_source``, gate against the champion, promote if it passes
+    (with ``monitoring.promote: canary``, move the ``challenger`` alias instead: the canary).
 
     Returns the :class:`raymlops.pipeline.TrainResult`; the outcome is also written to
     ``{storage}/monitoring/{name}/retrains/`` for ``raymlops monitor status``.
@@ -68,20 +69,28 @@ def run_retrain(
             "submission_id": os.environ.get(SUBMISSION_ID_ENV),
         }
     }
+    canary_first = config.monitoring.promote == "canary"
     result = train(
         config,
-        promote=True,
+        promote=not canary_first,
         address=address,
         source=source,
         extra_lineage=lineage,
         stages=stages,
         verbose=verbose,
     )
-    pushed = push_alias_moved(config.name) if result.promoted else False
+    alias = None
+    if result.promoted:
+        alias = "champion"
+    elif canary_first and result.gate.passed:
+        alias = CHALLENGER  # serving.canary follows it; `registry promote --canary` finishes
+        registry.promote(result.version, alias=alias, reason=f"retrain canary (parent {parent})")
+    pushed = push_alias_moved(config.name) if alias else False
     outcome = {
         "version": result.version,
         "parent_version": parent,
         "promoted": result.promoted,
+        "alias": alias,
         "pushed_to_serving": pushed,
         "gate": result.gate.to_dict(),  # both models' metrics on the new holdout, and why
         "metrics": result.metrics,

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from raymlops.config import ProjectConfig, load_config
-from raymlops.errors import ConfigError, DataValidationError
+from raymlops.config import CHALLENGER, ProjectConfig, load_config
+from raymlops.errors import ConfigError, DataValidationError, RegistryError
 from raymlops.predictor import load_predictor
 from raymlops.registry import Registry
 from raymlops.serving.api import (
@@ -106,8 +106,10 @@ class ModelDeployment:
         batch_wait_timeout_s: float,
         reload_poll_s: float = 2.0,
         prediction_log: dict[str, Any] | None = None,
+        fallback: str | None = None,
     ) -> None:
         self._registry = Registry(Storage.from_uri(storage, create=False), name)
+        self._fallback = fallback
         self._prediction_log: PredictionLog | None = None
         if prediction_log and prediction_log.get("enabled", True):
             sink = ParquetSink(
@@ -122,7 +124,7 @@ class ModelDeployment:
                 [sink, MonitorSink(name)], max_queue_rows=prediction_log["max_queue_rows"]
             )
         self._alias = alias
-        self.predictor = load_predictor(self._registry, alias)
+        self.predictor = load_predictor(self._registry, self._target())
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._wake = threading.Event()
@@ -142,9 +144,18 @@ class ModelDeployment:
                 return
             self._follow_alias()
 
+    def _target(self) -> str:
+        """The version to serve: the alias's, or the fallback's while the alias does not exist."""
+        try:
+            return self._registry.resolve(self._alias)
+        except RegistryError:
+            if self._fallback is None:
+                raise
+            return self._registry.resolve(self._fallback)
+
     def _follow_alias(self) -> None:
         try:
-            target = self._registry.resolve(self._alias)
+            target = self._target()
             if target == self.predictor.version:
                 return
             loaded = load_predictor(self._registry, target)  # verified, complete, then swapped
@@ -381,7 +392,9 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
 
     autoscaling = serving.autoscaling.model_dump()
 
-    def model_deployment(name: str, ref: str, replicas: dict[str, Any]) -> Any:
+    def model_deployment(
+        name: str, ref: str, replicas: dict[str, Any], fallback: str | None = None
+    ) -> Any:
         return ModelDeployment.options(
             name=name,
             autoscaling_config={**replicas, "initial_replicas": max(1, replicas["min_replicas"])},
@@ -398,6 +411,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
             serving.batch_wait_timeout_s,
             serving.reload_poll_s,
             serving.prediction_log.model_dump(),
+            fallback,
         )
 
     model = model_deployment("model", alias, autoscaling)
@@ -408,13 +422,17 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         raise ConfigError(
             "serving.canary.version is set but fraction is 0 and shadow is false: set one of them"
         )
-    load_predictor(registry, canary.version)  # the canary must verify too, before anything runs
+    # the canary must verify too, before anything runs; the challenger alias of a canary-first
+    # retrain may not exist yet, and until it does the canary serves the champion
+    fallback = alias if canary.version == CHALLENGER else None
+    if fallback is None or CHALLENGER in registry.aliases():
+        load_predictor(registry, canary.version)
     one_replica = {
         **autoscaling,
         "min_replicas": 1,
         "max_replicas": max(1, autoscaling["min_replicas"]),
     }
-    return Ingress.bind(model, model_deployment("canary", canary.version, one_replica))
+    return Ingress.bind(model, model_deployment("canary", canary.version, one_replica, fallback))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -23,7 +23,7 @@ from tests.helpers import register_model
 WINDOW = 1000  # Evidently's tests on fewer rows see drift in noise
 
 
-def _project(root: Path, *, retrain_source: str, gate: str = "") -> Path:
+def _project(root: Path, *, retrain_source: str, gate: str = "", promote: str = "champion") -> Path:
     (root / "data").mkdir(parents=True)
     make_churn(3000, seed=3).to_csv(root / "data" / "train.csv", index=False)
     config_path = write_project(
@@ -32,7 +32,9 @@ def _project(root: Path, *, retrain_source: str, gate: str = "") -> Path:
         models="[logistic_regression]",
         extra=(
             f"monitoring: {{window_rows: {WINDOW}, drift_share: 0.3, consecutive_windows: 2,\n"
-            f"             cooldown_s: 3600, report_every: 1000, retrain_source: {retrain_source}}}\n"
+            f"             cooldown_s: 3600, report_every: 1000, retrain_source: {retrain_source},\n"
+            f"             promote: {promote}}}\n"
+            + ("serving: {canary: {version: challenger, fraction: 0.2}}\n" if promote == "canary" else "")
             + gate
         ),
     )
@@ -240,3 +242,32 @@ def test_monitor_commands_start_show_and_stop_it(tmp_path: Path, capsys: pytest.
     assert get_monitor("churn") is None
     assert main(["monitor", "status", *config]) == 0
     assert "monitor:churn (saved)" in capsys.readouterr().out
+
+
+def test_a_canary_first_retrain_moves_the_challenger_and_promote_canary_finishes(
+    tmp_path: Path, monitor_of, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """``monitoring.promote: canary``: the retrained model passes the gate and becomes the
+    challenger (the canary's alias), not the champion; ``registry promote --canary`` ends it."""
+    import ray
+
+    from raymlops.cli import main
+
+    (tmp_path / "incoming").mkdir(parents=True)
+    make_churn(3000, seed=22, drift=True).to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
+    config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv", promote="canary")
+    monitor = monitor_of(config_path)
+    drifted = _served(make_churn(WINDOW * 2, seed=8, drift=True))
+    for i in range(2):
+        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    status = _wait_for_job_end(monitor)
+    assert [j["status"] for j in status["jobs"]] == ["SUCCEEDED"], status["jobs"]
+    registry = open_registry(load_config(config_path))
+    assert registry.aliases() == {"champion": "v1", "challenger": "v2"}
+    outcome = json.loads((tmp_path / "store" / "monitoring" / "churn" / "retrains" / "v2.json").read_text())
+    assert outcome["gate"]["passed"] is True
+    assert outcome["promoted"] is False
+    assert outcome["alias"] == "challenger"
+    assert main(["registry", "promote", "--config", str(config_path), "--canary"]) == 0
+    assert "champion: v1 → v2" in capsys.readouterr().out
+    assert registry.aliases()["champion"] == "v2"

@@ -532,3 +532,47 @@ def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, st
     assert all(a.headers.get("Retry-After") == "1" for a in refused)
     assert "overloaded" in refused[0].json()["error"]["message"]
     assert statuses.count(200) >= 5, statuses
+
+
+def test_a_challenger_canary_serves_the_champion_until_the_alias_exists(
+    served: tuple[Path, str],
+) -> None:
+    """``serving.canary.version: challenger`` (a canary-first retrain): before any retrain the
+    canary answers as the champion; once the alias is moved (and pushed) it answers with it."""
+    import time
+
+    from ray import serve
+
+    from raymlops.serving.push import push_alias_moved
+
+    config_path, url = served
+    config = load_config(config_path)
+    registry = open_registry(config)
+    assert "challenger" not in registry.aliases()
+    canary = config.serving.canary.model_copy(update={"version": "challenger", "fraction": 1.0})
+    following = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"canary": canary, "reload_poll_s": 600.0})}
+    )
+    serve.run(build_application(following), name="challenger", route_prefix="/challenger")
+    row = _instances(1, seed=62)
+
+    def answered_by() -> str:
+        answer = httpx.post(f"{url}/challenger/v1/models/churn:predict", json={"instances": row}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["model_version"]
+
+    try:
+        champion = registry.resolve("champion")
+        assert answered_by() == champion, "no challenger yet: the canary is the champion"
+        retrained = register_model(
+            registry, make_churn(500, seed=15), Schema.from_config(config), params={"C": 0.3}
+        )
+        registry.promote(retrained, alias="challenger", reason="canary-first retrain")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and answered_by() != retrained:
+            push_alias_moved("churn")  # the replicas may still be subscribing
+            time.sleep(0.5)
+        assert answered_by() == retrained
+        assert registry.resolve("champion") == champion
+    finally:
+        serve.delete("challenger")

@@ -121,6 +121,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--replica-cpus", type=float, default=None, help="serving.replica_cpus: (0.5)"
     )
     parser.add_argument(
+        "--prediction-log", choices=("on", "off"), default=None,
+        help="serving.prediction_log.enabled of the Serve app: (on; plain logs nothing)",
+    )  # fmt: skip
+    parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="default", help="a set of Serve env vars"
     )
     parser.add_argument(
@@ -547,6 +551,10 @@ def serve_variants(args: argparse.Namespace, config: Any) -> list[tuple[str, Any
         updates["replica_cpus"] = args.replica_cpus
     if args.batch_wait_ms is not None:
         updates["batch_wait_timeout_s"] = args.batch_wait_ms / 1000
+    if args.prediction_log is not None:
+        updates["prediction_log"] = base.prediction_log.model_copy(
+            update={"enabled": args.prediction_log == "on"}
+        )
     batch_on = args.max_batch_size if args.max_batch_size is not None else base.max_batch_size
     variants = []
     for replicas in args.replicas:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,8 +82,11 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         assert state is not None
         yield LocalCluster(home, env, state, result.stdout + result.stderr, seconds)
     finally:
-        if cluster.ClusterState.load(home) is not None:  # a test failed before the down test
+        state = cluster.ClusterState.load(home)
+        if state is not None:  # a test failed before the down test
             cluster.down(home)
+        if result.returncode == 0:  # Ray's logs of this cluster: not kept between test runs
+            shutil.rmtree(cluster._temp_dir(home), ignore_errors=True)
 
 
 def _listen_addresses(port: int) -> set[str]:

@@ -84,6 +84,16 @@ def _wait_for_job_end(monitor, timeout_s: float = 240) -> dict:  # type: ignore[
     return ray.get(monitor.status.remote())
 
 
+def _drift_until_a_retrain_ends(monitor) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Two drifted windows (the rule's consecutive_windows), then the job's end."""
+    import ray
+
+    drifted = _served(make_churn(WINDOW * 2, seed=8, drift=True))
+    for i in range(2):
+        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    return _wait_for_job_end(monitor)
+
+
 def test_traffic_like_the_training_data_never_retrains(tmp_path: Path, monitor_of) -> None:  # type: ignore[no-untyped-def]
     import ray
 
@@ -154,7 +164,6 @@ def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, 
     """The retrain data teaches the opposite of the truth on its training side and keeps the
     truth on its holdout side, so the challenger is worse than the champion there: the gate
     turns it down, the reason is recorded, and lineage names the parent and the report."""
-    import ray
 
     config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv")
     config = load_config(config_path)
@@ -166,10 +175,7 @@ def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, 
     (tmp_path / "incoming").mkdir()
     fresh.to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
     monitor = monitor_of(config_path)
-    drifted = _served(make_churn(WINDOW * 2, seed=8, drift=True))
-    for i in range(2):
-        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
-    status = _wait_for_job_end(monitor)
+    status = _drift_until_a_retrain_ends(monitor)
     assert [j["status"] for j in status["jobs"]] == ["SUCCEEDED"], status["jobs"]
     registry = open_registry(config)
     assert registry.versions() == ["v1", "v2"]
@@ -249,7 +255,6 @@ def test_a_canary_first_retrain_moves_the_challenger_and_promote_canary_finishes
 ) -> None:  # type: ignore[no-untyped-def]
     """``monitoring.promote: canary``: the retrained model passes the gate and becomes the
     challenger (the canary's alias), not the champion; ``registry promote --canary`` ends it."""
-    import ray
 
     from raymlops.cli import main
 
@@ -257,10 +262,7 @@ def test_a_canary_first_retrain_moves_the_challenger_and_promote_canary_finishes
     make_churn(3000, seed=22, drift=True).to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
     config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv", promote="canary")
     monitor = monitor_of(config_path)
-    drifted = _served(make_churn(WINDOW * 2, seed=8, drift=True))
-    for i in range(2):
-        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
-    status = _wait_for_job_end(monitor)
+    status = _drift_until_a_retrain_ends(monitor)
     assert [j["status"] for j in status["jobs"]] == ["SUCCEEDED"], status["jobs"]
     registry = open_registry(load_config(config_path))
     assert registry.aliases() == {"champion": "v1", "challenger": "v2"}

@@ -270,7 +270,7 @@ class PredictionLogConfig(_Strict):
     """Where answered predictions go: Parquet under {storage}/predictions/{name}/."""
 
     enabled: bool = True
-    flush_rows: int = Field(default=1000, ge=1)
+    flush_rows: int = Field(default=10_000, ge=1)
     flush_s: float = Field(default=5.0, gt=0)
     max_queue_rows: int = Field(
         default=100_000, ge=1, description="rows past this are dropped and counted"

@@ -57,7 +57,9 @@ __all__ = [
     "SplitBackend",
     "create_app",
     "log_access",
+    "predict_frame",
     "predict_records",
+    "records_frame",
 ]
 
 _OPEN_PATHS = {"/healthz", "/readyz"}
@@ -85,7 +87,16 @@ class Backend(Protocol):
 
 def predict_records(predictor: Predictor, records: list[dict[str, Any]]) -> PredictOutput:
     """Rows (as dicts) -> the predictor's answer, through the version's own validator."""
-    frame = pd.DataFrame.from_records(records, columns=predictor.schema.input_columns)
+    return predict_frame(predictor, records_frame(predictor, records))
+
+
+def records_frame(predictor: Predictor, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (as dicts) as a frame of the version's input columns (a missing one is all null)."""
+    return pd.DataFrame.from_records(records, columns=predictor.schema.input_columns)
+
+
+def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> PredictOutput:
+    """Raw input rows -> the predictor's answer, through the version's own validator."""
     typed = predictor.validate(frame)
     prediction = predictor.predict(typed)
     probabilities = None if prediction.probabilities is None else prediction.probabilities.tolist()

@@ -28,6 +28,7 @@ import threading
 import uuid
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -44,7 +45,9 @@ from raymlops.serving.api import (
     attach_backend,
     create_app,
     log_access,
+    predict_frame,
     predict_records,
+    records_frame,
 )
 from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
 from raymlops.serving.push import AliasListener
@@ -187,12 +190,13 @@ class ModelDeployment:
         self, requests: list[tuple[list[dict[str, Any]], str | None]]
     ) -> list[dict[str, Any]]:
         predictor = self.predictor  # the whole batch is answered by one version
+        frame = records_frame(predictor, [row for rows, _ in requests for row in rows])
         try:
-            combined = predict_records(predictor, [row for rows, _ in requests for row in rows])
+            combined = predict_frame(predictor, frame)
         except DataValidationError:
             # one bad request must not fail the others batched with it
             return [self._one(predictor, rows, request_id) for rows, request_id in requests]
-        self._log_batch(requests, combined)
+        self._log_batch(requests, combined, frame)
         answers, start = [], 0
         for rows, _ in requests:
             end = start + len(rows)
@@ -209,13 +213,17 @@ class ModelDeployment:
         return answers
 
     def _log_batch(
-        self, requests: list[tuple[list[dict[str, Any]], str | None]], output: PredictOutput
+        self,
+        requests: list[tuple[list[dict[str, Any]], str | None]],
+        output: PredictOutput,
+        frame: pd.DataFrame | None = None,
     ) -> None:
         if self._prediction_log is None:
             return
         self._prediction_log.offer(
             ServedBatch(
-                records=[row for rows, _ in requests for row in rows],
+                # the frame the batch was answered from: not built again from the records
+                records=frame if frame is not None else [row for rows, _ in requests for row in rows],
                 predictions=output.predictions,
                 probabilities=output.probabilities,
                 classes=output.classes,

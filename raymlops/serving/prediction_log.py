@@ -177,7 +177,7 @@ class PredictionLog:
 class ServedBatch:
     """An answered batch as serving hands it over: the rows, the answers, who asked, when."""
 
-    records: list[dict]
+    records: list[dict] | pd.DataFrame  # the input rows, as sent or as the frame answered
     predictions: list
     probabilities: list[list[float]] | None
     classes: list | None
@@ -190,7 +190,10 @@ class ServedBatch:
         return len(self.records)
 
     def to_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame.from_records(self.records)
+        if isinstance(self.records, pd.DataFrame):
+            frame = self.records.reset_index(drop=True).copy(deep=False)
+        else:
+            frame = pd.DataFrame.from_records(self.records)
         frame["prediction"] = self.predictions
         if self.probabilities is not None and self.classes is not None:
             for i, label in enumerate(self.classes):

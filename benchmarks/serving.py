@@ -62,14 +62,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing
     sys.path.insert(0, str(ROOT))
 
+from raymlops.runtime import LOCAL_RAY_ENV  # noqa: E402 - after the path set-up above
+
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "churn"
 PREDICT = f"/v1/models/{NAME}:predict"
 GOALS = {1: 0.5, 100: 1.0}  # rows per request -> lowest Serve/plain ratio at the top concurrency
 
 PRESETS: dict[str, dict[str, str]] = {
-    "default": {},
-    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "default": dict(LOCAL_RAY_ENV),  # what a local Ray started by raymlops runs with
+    "ray-defaults": {},  # Serve as Ray ships it
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},  # with its direct ingress
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "throughput+haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
 }

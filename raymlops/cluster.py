@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raymlops.errors import RaymlopsError
+from raymlops.runtime import LOCAL_RAY_ENV
 
 __all__ = [
     "ClusterError",
@@ -376,6 +377,8 @@ def _node_env(token_path: Path, ray: str) -> dict[str, str]:
     env.update(
         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0"
     )
+    for key, value in LOCAL_RAY_ENV.items():  # Serve as a one-process raymlops Ray runs it
+        env.setdefault(key, value)
     # job entry points say `python`: on this cluster that is the Python that runs Ray (and has
     # raymlops), even when the caller did not activate its virtualenv
     env["PATH"] = os.pathsep.join([str(Path(ray).parent), env.get("PATH", "")])

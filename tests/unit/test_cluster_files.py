@@ -204,3 +204,15 @@ def test_launcher_has_token_auth_cpu_and_gpu_workers_and_installs_raymlops() -> 
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][1]
     assert "~/.ray/auth_token" in config["file_mounts"]
     assert any("~/raymlops[s3]" in c for c in config["setup_commands"])
+
+
+def test_every_cluster_runs_serve_as_raymlops_does_locally() -> None:
+    """The launcher's nodes and the KubeRay image get raymlops.runtime.LOCAL_RAY_ENV."""
+    from raymlops.runtime import LOCAL_RAY_ENV
+
+    config = _launcher()
+    starts = config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    for key, value in LOCAL_RAY_ENV.items():
+        assert all(f"{key}={value}" in c for c in starts), key
+        assert f"{key}={value}" in dockerfile, key

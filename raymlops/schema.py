@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
@@ -146,37 +147,55 @@ class Schema:
     # -- derived: Evidently ----------------------------------------------------------------------
 
     def evidently_definition(
-        self, *, prediction: str | None = None, with_target: bool = True
+        self,
+        *,
+        columns: Sequence[str] | None = None,
+        prediction: str | None = None,
+        labels: Sequence[Any] = (),
     ) -> DataDefinition:
-        """Evidently's ``DataDefinition``: column types and roles as declared here."""
-        from evidently import BinaryClassification, DataDefinition, Regression
+        """Evidently's ``DataDefinition``: column types and roles as declared here.
 
-        numerical, categorical, datetimes = [], [], []
+        Args:
+            columns: the columns the data will hold (default: every feature, plus the id and
+                timestamp columns).
+            prediction: the prediction column, when labels come with the data: then the task
+                is added (regression; binary classification with the positive label the
+                feature pipeline uses, the last of the sorted ``labels``; multiclass above two).
+
+        Example:
+            >>> schema.evidently_definition(columns=["plan", "tenure_months"])  # doctest: +SKIP
+        """
+        from evidently import (
+            BinaryClassification,
+            DataDefinition,
+            MulticlassClassification,
+            Regression,
+        )
+
+        chosen = list(self.feature_columns if columns is None else columns)
+        numerical = [c for c in chosen if self.columns[c].type in ("float", "int")]
+        categorical = [c for c in chosen if self.columns[c].type in ("category", "bool")]
+        datetimes = [c for c in chosen if self.columns[c].type == "datetime"]
         timestamp = id_column = None
-        for column in self.feature_columns:
-            kind = self.columns[column].type
-            if kind in ("float", "int"):
-                numerical.append(column)
-            elif kind in ("category", "bool"):
-                categorical.append(column)
-            elif kind == "datetime":
-                datetimes.append(column)
-        for column in self.input_columns:
-            role = self.columns[column].effective_role
-            if role == "timestamp" and timestamp is None:
-                timestamp = column
-            elif role == "id" and id_column is None:
-                id_column = column
+        if columns is None:
+            for column in self.input_columns:
+                role = self.columns[column].effective_role
+                if role == "timestamp" and timestamp is None:
+                    timestamp = column
+                elif role == "id" and id_column is None:
+                    id_column = column
         kwargs: dict[str, Any] = {}
-        if with_target:
-            if self.task == "classification":
-                kwargs["classification"] = [
-                    BinaryClassification(target=self.target, prediction_labels=prediction)
-                ]
-            else:
-                kwargs["regression"] = [
-                    Regression(target=self.target, prediction=prediction or "prediction")
-                ]
+        if prediction is not None and self.task == "regression":
+            kwargs["regression"] = [Regression(target=self.target, prediction=prediction)]
+        elif prediction is not None and len(labels) > 2:
+            kwargs["classification"] = [
+                MulticlassClassification(target=self.target, prediction_labels=prediction)
+            ]
+        elif prediction is not None:
+            positive = {"pos_label": list(labels)[-1]} if labels else {}
+            kwargs["classification"] = [
+                BinaryClassification(target=self.target, prediction_labels=prediction, **positive)
+            ]
         return DataDefinition(
             id_column=id_column,
             timestamp=timestamp,

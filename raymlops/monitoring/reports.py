@@ -137,7 +137,9 @@ def evidently_report(
     if with_labels and schema.task == "classification":
         seen = pd.concat([reference[schema.target], current[schema.target]]).dropna()
         classes = sorted(set(seen.tolist()))
-    definition = _definition(schema, columns, prediction if with_labels else None, classes)
+    definition = schema.evidently_definition(
+        columns=columns, prediction=prediction if with_labels else None, labels=classes
+    )
     metrics: list[Any] = [DataDriftPreset(columns=columns, drift_share=drift_share)]
     quality = None
     if with_labels:
@@ -170,34 +172,6 @@ def _empty(series: pd.Series) -> bool:
 
 def _role_columns(schema: Schema, prediction: str) -> set[str]:
     return {schema.target, prediction}
-
-
-def _definition(
-    schema: Schema, columns: list[str], prediction: str | None, labels: list[Any]
-) -> Any:
-    """Evidently's ``DataDefinition`` for the drift columns chosen, types from the schema.
-
-    With labels, the task's definition is added: binary classification with the positive label
-    the feature pipeline uses (the last of the sorted classes), multiclass above two classes.
-    """
-    from evidently import BinaryClassification, DataDefinition, MulticlassClassification, Regression
-
-    numerical = [c for c in columns if schema.columns[c].type in ("float", "int")]
-    categorical = [c for c in columns if c not in set(numerical)]
-    kwargs: dict[str, Any] = {}
-    if prediction is not None and schema.task == "regression":
-        kwargs["regression"] = [Regression(target=schema.target, prediction=prediction)]
-    elif prediction is not None and len(labels) > 2:
-        kwargs["classification"] = [
-            MulticlassClassification(target=schema.target, prediction_labels=prediction)
-        ]
-    elif prediction is not None:
-        kwargs["classification"] = [
-            BinaryClassification(
-                target=schema.target, prediction_labels=prediction, pos_label=labels[-1]
-            )
-        ]
-    return DataDefinition(numerical_columns=numerical, categorical_columns=categorical, **kwargs)
 
 
 def evidently_verdicts(snapshot: Snapshot) -> dict[str, ColumnDrift]:

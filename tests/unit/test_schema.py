@@ -73,3 +73,18 @@ def test_json_round_trip_keeps_order_and_specs(schema: Schema) -> None:
     assert again.names == schema.names
     assert again.columns == schema.columns
     assert again.to_dict() == schema.to_dict()
+
+
+def test_evidently_definition_without_labels_names_no_task(schema: Schema) -> None:
+    """Drift-only data has no prediction column: Evidently must not be told of a task."""
+    definition = schema.evidently_definition(columns=["age", "plan"])
+    assert definition.numerical_columns == ["age"]
+    assert definition.categorical_columns == ["plan"]
+    assert not definition.classification
+    assert definition.id_column is None
+
+
+def test_evidently_definition_uses_the_pipelines_positive_label(schema: Schema) -> None:
+    definition = schema.evidently_definition(prediction="prediction", labels=["no", "yes"])
+    (task,) = definition.classification
+    assert task.pos_label == "yes"

@@ -539,6 +539,16 @@ def _started_after(pid: int, state: ClusterState) -> bool:
     return started is not None and started >= first - 1.0
 
 
+def _recorded(home: Path, what: str) -> ClusterState:
+    state = ClusterState.load(home)
+    if state is None:
+        raise ClusterError(
+            f"{what}: no local cluster is recorded in {home / STATE_FILE} "
+            "(start one with `raymlops cluster up --workers 2`)"
+        )
+    return state
+
+
 def down(home: Path | None = None) -> StopReport:
     """Stop every process the recorded cluster started (by PID), and forget it.
 
@@ -546,13 +556,7 @@ def down(home: Path | None = None) -> StopReport:
         ClusterError: no cluster is recorded in this raymlops folder.
     """
     home = home or raymlops_home()
-    state = ClusterState.load(home)
-    if state is None:
-        raise ClusterError(
-            f"no local cluster is recorded in {home / STATE_FILE}; nothing to stop "
-            "(start one with `raymlops cluster up --workers 2`)"
-        )
-    return _stop(state, home)
+    return _stop(_recorded(home, "nothing to stop"), home)
 
 
 @dataclass(frozen=True)
@@ -571,13 +575,7 @@ def status(home: Path | None = None) -> ClusterStatus:
     Raises:
         ClusterError: no cluster is recorded in this raymlops folder.
     """
-    home = home or raymlops_home()
-    state = ClusterState.load(home)
-    if state is None:
-        raise ClusterError(
-            f"no local cluster is running (none recorded in {home / STATE_FILE}); "
-            "start one with `raymlops cluster up --workers 2`"
-        )
+    state = _recorded(home or raymlops_home(), "no local cluster is running")
     processes = {n.name: _alive(n) for n in state.nodes}
     nodes: list[dict[str, object]] = []
     error = None

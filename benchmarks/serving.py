@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import os
 import platform
@@ -173,65 +172,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prepare_project(workdir: Path, seed: int) -> Path:
     """A churn project with an XGBoost champion registered in-process (no Ray); its config."""
-    import numpy as np
     import pandas as pd
 
     from raymlops.config import load_config
-    from raymlops.data.validation import validate_frame
     from raymlops.examples import write_example
-    from raymlops.features.pipeline import FeaturePipeline
     from raymlops.registry import Registry
     from raymlops.schema import Schema
     from raymlops.storage import Storage
-    from raymlops.training.metrics import compute_metrics
-    from raymlops.training.models import (
-        FitOptions,
-        TrialSpec,
-        dump_model,
-        fit_model,
-        predict_scores,
-    )
-    from tests.helpers import pandas_stats
+    from tests.helpers import register_model  # the same in-process registration the tests use
 
     config_path = write_example(workdir, "churn", rows=5000)
     config = load_config(config_path)
-    schema = Schema.from_config(config)
-    raw = pd.read_csv(workdir / "data" / "train.csv")
-    typed, report = validate_frame(raw, schema)
-    if not report.ok:
-        raise RuntimeError(report.render())
-    # the same in-process (no Ray) statistics the tests use, so serving gets a real pipeline
-    stats = pandas_stats(typed, schema)
-    classes = sorted(typed[schema.target].dropna().unique().tolist())
-    pipeline = FeaturePipeline.from_stats(schema, stats, classes)
-    x = pipeline.transform(typed).to_numpy(dtype=np.float64)
-    y = pipeline.target.encode(typed[schema.target])
-    params = {"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9}
-    options = FitOptions(task=schema.task, n_classes=len(classes), max_rounds=100)
-    booster, _ = fit_model(TrialSpec(0, "xgboost", params, seed), x, y, options)
-    filename, data = dump_model(booster, "xgboost")
-    scores = predict_scores(booster, "xgboost", schema.task, x, len(classes))
-    metrics = compute_metrics(schema.task, y, scores, n_classes=len(classes))
-    buffer = io.BytesIO()
-    typed.to_parquet(buffer, index=False)
-    files = {
-        filename: data,
-        "features.json": pipeline.to_json().encode(),
-        "schema.json": json.dumps(schema.to_dict()).encode(),
-        "reference.parquet": buffer.getvalue(),
-        "metrics.json": json.dumps({"metric": "roc_auc", "holdout": metrics}).encode(),
-        "gate.json": b"{}",
-        "lineage.json": b"{}",
-    }
-    summary = {
-        "model": "xgboost",
-        "model_file": filename,
-        "metric": "roc_auc",
-        "score": metrics["roc_auc"],
-        "gate_passed": True,
-    }
     registry = Registry(Storage.from_uri(config.storage), config.name)
-    version = registry.register(files, summary=summary)
+    version = register_model(
+        registry,
+        pd.read_csv(workdir / "data" / "train.csv"),
+        Schema.from_config(config),
+        model="xgboost",
+        params={"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9},
+        seed=seed,
+        max_rounds=100,
+    )
     registry.promote(version, reason="serving benchmark")
     return config_path
 

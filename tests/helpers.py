@@ -49,6 +49,8 @@ def register_model(
     *,
     model: str = "logistic_regression",
     params: dict | None = None,
+    seed: int = 0,
+    max_rounds: int = FitOptions.max_rounds,
 ) -> str:
     """Fit ``model`` on ``raw`` without Ray and register it like the pipeline does."""
     typed, report = validate_frame(raw, schema)
@@ -57,8 +59,8 @@ def register_model(
     pipeline = FeaturePipeline.from_stats(schema, pandas_stats(typed, schema), classes)
     x = pipeline.transform(typed).to_numpy()
     y = pipeline.target.encode(typed[schema.target])
-    spec = TrialSpec(0, model, params or {"C": 1.0}, 0)
-    options = FitOptions(task=schema.task, n_classes=len(classes))
+    spec = TrialSpec(0, model, params or {"C": 1.0}, seed)
+    options = FitOptions(task=schema.task, n_classes=len(classes), max_rounds=max_rounds)
     fitted, _ = fit_model(spec, x, y, options)
     filename, data = dump_model(fitted, model)
     metrics = compute_metrics(

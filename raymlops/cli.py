@@ -592,7 +592,9 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
             status = {**ray.get(monitor.status.remote(), timeout=30), "source": "live"}
     if status is None:
         registry = _registry(config)
-        path = f"monitoring/{cfg.name}/state.json"
+        from raymlops.monitoring.policy import state_path
+
+        path = state_path(cfg.name)
         if not registry.storage.exists(path):
             raise UsageError(
                 f"no monitor state for {cfg.name} in {cfg.storage}: start one with "

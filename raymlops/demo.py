@@ -137,6 +137,8 @@ def run_demo(
     from ray import serve
 
     from raymlops.monitoring.monitor import get_monitor, start_monitor, stop_monitor
+    from raymlops.monitoring.policy import retrain_outcome_path
+    from raymlops.monitoring.reports import workspace_path
     from raymlops.pipeline import open_registry, train
     from raymlops.runtime import ensure_ray
     from raymlops.serving.app import build_application
@@ -222,9 +224,9 @@ def run_demo(
         job = result.jobs[-1]
         if job["status"] != "SUCCEEDED":
             raise RaymlopsError(f"demo: retrain job {job['submission_id']} {job['status']}: {job['message']}")
-        storage = open_registry(config).storage
-        outcomes = sorted(storage.list_dir(f"monitoring/{name}/retrains"))
-        result.retrain = storage.read_json(f"monitoring/{name}/retrains/{outcomes[-1]}")  # type: ignore[assignment]
+        registry = open_registry(config)
+        newest = registry.versions()[-1]  # the demo's registry holds v1 and the retrained one
+        result.retrain = registry.storage.read_json(retrain_outcome_path(name, newest))  # type: ignore[assignment]
         assert result.retrain is not None
         verdict = "promoted" if result.retrain["promoted"] else "turned down by the gate"
         return f"job {job['submission_id']} SUCCEEDED: {result.retrain['version']} {verdict}"
@@ -249,7 +251,7 @@ def run_demo(
         stages.run("serving swaps to the new version", swap)
         final = status()
         result.reports = list(final.get("reports", []))
-        result.workspace = str(Path(config.storage) / "reports" / name / "workspace")
+        result.workspace = open_registry(config).storage.path(workspace_path(name))
     finally:
         if get_monitor(name) is not None:
             stop_monitor(name)

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import queue
@@ -35,14 +36,22 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import ray
 
 from raymlops.config import load_config
-from raymlops.monitoring.policy import TERMINAL, Decision, MonitorState, decide
+from raymlops.monitoring.policy import (
+    TERMINAL,
+    Decision,
+    MonitorState,
+    decide,
+    decision_path,
+    state_path,
+)
 from raymlops.registry import Registry
+from raymlops.schema import Schema
 from raymlops.storage import Storage
 
 __all__ = ["MonitorSink", "get_monitor", "monitor_name", "start_monitor", "stop_monitor"]
@@ -53,6 +62,12 @@ _log = logging.getLogger("raymlops.monitoring")
 _MAX_PENDING = 4
 #: a job submission refused by a busy or starting head is tried again, this often and apart
 _SUBMIT_TRIES, _SUBMIT_RETRY_S = 6, 5.0
+
+
+class _Reference(NamedTuple):
+    profile: Any  # raymlops.monitoring.drift.ReferenceProfile
+    frame: pd.DataFrame
+    schema: Schema
 
 
 def monitor_name(model: str) -> str:
@@ -69,14 +84,13 @@ class DriftMonitor:
         self.registry = Registry(Storage.from_uri(self.config.storage), self.config.name)
         self.storage = self.registry.storage
         self.jobs_address = jobs_address
-        self._folder = f"monitoring/{self.config.name}"
         self._lock = threading.Lock()
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0
         self._pending: queue.Queue[pd.DataFrame] = queue.Queue(maxsize=_MAX_PENDING)
         self._busy = False
         self.received_rows = self.dropped_rows = 0
-        self._profiles: dict[str, tuple[Any, pd.DataFrame]] = {}
+        self._references: dict[str, _Reference] = {}
         self._decisions: list[dict[str, Any]] = []
         self._metrics: dict[str, Any] | None = None
         self._follow_s = follow_s
@@ -173,15 +187,18 @@ class DriftMonitor:
                     self._busy = False
             self._follow_job()
 
-    def _reference(self, version: str) -> tuple[Any, pd.DataFrame]:
+    def _reference(self, version: str) -> _Reference:
+        """A version's reference sample, its drift profile and its schema, read once."""
         from raymlops.monitoring.drift import ReferenceProfile
-        from raymlops.predictor import load_predictor, read_reference
+        from raymlops.predictor import read_reference
 
-        if version not in self._profiles:
-            reference = read_reference(self.registry, version)
-            schema = load_predictor(self.registry, version).schema
-            self._profiles[version] = (ReferenceProfile.build(reference, schema), reference)
-        return self._profiles[version]
+        if version not in self._references:
+            frame = read_reference(self.registry, version)
+            schema = Schema.from_dict(json.loads(self.registry.read_verified(version, "schema.json")))
+            self._references[version] = _Reference(
+                ReferenceProfile.build(frame, schema), frame, schema
+            )
+        return self._references[version]
 
     def _decide(self, window: pd.DataFrame) -> Decision:
         from raymlops.monitoring.parallel import parallel_drift
@@ -192,8 +209,8 @@ class DriftMonitor:
             if len(versions)
             else self.registry.resolve("champion")
         )
-        profile, reference = self._reference(version)
-        drift = parallel_drift(profile, window, drift_share=self.rule.drift_share)
+        reference = self._reference(version)
+        drift = parallel_drift(reference.profile, window, drift_share=self.rule.drift_share)
         # only this thread changes the state: decide on a copy, commit it with its entry at once
         state, decision = decide(
             self.state,
@@ -206,7 +223,7 @@ class DriftMonitor:
         number = decision.window
         report = None
         if decision.retrain or number % self.rule.report_every == 0:
-            report = self._report(number, version, reference, window, drift)
+            report = self._report(number, reference, window, drift)
             state = _with_report(state, report)
         entry = {
             **decision.to_dict(),
@@ -220,7 +237,7 @@ class DriftMonitor:
             self.state = state
             self._decisions.append(entry)
             del self._decisions[:-100]
-        self.storage.write_json(f"{self._folder}/decisions/window-{number:06d}.json", entry)
+        self.storage.write_json(decision_path(self.config.name, number), entry)
         self._save_state()
         self._observe(drift, decision)
         _log.warning(
@@ -230,25 +247,28 @@ class DriftMonitor:
             self._submit(decision.submission_id, parent=version, report=report)
         return decision
 
-    def _report(
-        self, number: int, version: str, reference: pd.DataFrame, window: pd.DataFrame, drift: Any
-    ) -> str:
+    def _report(self, number: int, reference: _Reference, window: pd.DataFrame, drift: Any) -> str:
         """The Evidently report of a window (HTML + JSON, and a workspace snapshot)."""
-        from raymlops.monitoring.reports import add_to_workspace, evidently_report, save_report
-        from raymlops.predictor import load_predictor
+        from raymlops.monitoring.reports import (
+            add_to_workspace,
+            evidently_report,
+            save_report,
+            workspace_path,
+        )
 
-        schema = load_predictor(self.registry, version).schema
-        labels = schema.target in window.columns
+        schema = reference.schema
         snapshot, _ = evidently_report(
-            reference, window, schema, drift_share=self.rule.drift_share, labels=labels
+            reference.frame,
+            window,
+            schema,
+            drift_share=self.rule.drift_share,
+            labels=schema.target in window.columns,
         )
         paths = save_report(self.storage, self.config.name, number, snapshot, drift)
         if self.storage.is_local:
             try:
                 add_to_workspace(
-                    self.storage.path("reports", self.config.name, "workspace"),
-                    self.config.name,
-                    snapshot,
+                    self.storage.path(workspace_path(self.config.name)), self.config.name, snapshot
                 )
             except Exception as exc:  # the report files are written; the UI copy is a bonus
                 _log.warning("monitor %s: workspace not updated: %s", self.config.name, exc)
@@ -317,7 +337,7 @@ class DriftMonitor:
     # -- state and metrics ----------------------------------------------------------------------
 
     def _load_state(self) -> MonitorState:
-        path = f"{self._folder}/state.json"
+        path = state_path(self.config.name)
         if self.storage.exists(path):
             return MonitorState.from_dict(self.storage.read_json(path))  # type: ignore[arg-type]
         return MonitorState(run=uuid.uuid4().hex[:8])
@@ -325,7 +345,7 @@ class DriftMonitor:
     def _save_state(self) -> None:
         with self._lock:
             payload = {**self.state.to_dict(), "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        self.storage.write_json(f"{self._folder}/state.json", payload)
+        self.storage.write_json(state_path(self.config.name), payload)
 
     def _instruments(self) -> dict[str, Any]:
         if self._metrics is None:

@@ -32,10 +32,34 @@ from typing import Any
 
 from raymlops.config import MonitoringConfig
 
-__all__ = ["Decision", "JobRecord", "MonitorState", "decide", "retrain_submission_id"]
+__all__ = [
+    "Decision",
+    "JobRecord",
+    "MonitorState",
+    "decide",
+    "decision_path",
+    "retrain_outcome_path",
+    "retrain_submission_id",
+    "state_path",
+]
 
 #: job states after which a job is no longer in flight (Ray's JobStatus values)
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+def state_path(model: str) -> str:
+    """Where the monitor keeps its :class:`MonitorState` (relative to the storage root)."""
+    return f"monitoring/{model}/state.json"
+
+
+def decision_path(model: str, window: int) -> str:
+    """Where the monitor keeps one window's decision, with its reasons and column scores."""
+    return f"monitoring/{model}/decisions/window-{window:06d}.json"
+
+
+def retrain_outcome_path(model: str, version: str) -> str:
+    """Where a retrain job keeps its outcome: the version, the gate, promoted or not."""
+    return f"monitoring/{model}/retrains/{version}.json"
 
 
 def retrain_submission_id(model: str, window: int, run: str = "") -> str:

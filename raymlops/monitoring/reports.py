@@ -36,6 +36,7 @@ __all__ = [
     "ReportInfo",
     "ReportPaths",
     "add_to_workspace",
+    "workspace_path",
     "evidently_report",
     "evidently_verdicts",
     "report_name",
@@ -202,6 +203,11 @@ def evidently_verdicts(snapshot: Snapshot) -> dict[str, ColumnDrift]:
                 drifted=test["status"] == "FAIL",
             )
     return verdicts
+
+
+def workspace_path(name: str) -> str:
+    """The Evidently workspace of a model's reports (relative to the storage root)."""
+    return f"reports/{name}/workspace"
 
 
 def report_name(name: str, window: int) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.config import CHALLENGER, ProjectConfig
+from raymlops.monitoring.policy import retrain_outcome_path
 
 __all__ = ["job_state", "run_retrain", "submit_retrain"]
 
@@ -98,9 +99,7 @@ def run_retrain(
         "trigger_report": report,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
-    registry.storage.write_json(
-        f"monitoring/{config.name}/retrains/{result.version}.json", outcome
-    )
+    registry.storage.write_json(retrain_outcome_path(config.name, result.version), outcome)
     return result
 
 

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LOCAL_RAY_ENV", "ensure_ray", "jobs_address"]
+__all__ = ["LOCAL_RAY_ENV", "connected_jobs_address", "ensure_ray"]
 
 #: set for a local Ray that raymlops starts, unless already set: Serve's high-throughput mode
 #: (Ray 2.56+: user code on the replica's event loop, gRPC between deployments), without its
@@ -58,9 +58,12 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
     context.execution_options.preserve_order = True
 
 
-def jobs_address() -> str:
+def connected_jobs_address() -> str:
     """An address for ``JobSubmissionClient`` that works anywhere in the connected cluster:
-    the GCS address, from which the client finds the dashboard (and Ray's token file)."""
+    its GCS address, from which the client finds the dashboard (and Ray's token file).
+
+    (:func:`raymlops.jobs.jobs_address` is the CLI's: a dashboard URL from a flag, the
+    environment or the local cluster, for a process that is not connected to Ray.)"""
     import ray
 
     return ray.get_runtime_context().gcs_address

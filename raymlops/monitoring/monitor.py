@@ -388,7 +388,7 @@ def _with_report(state: MonitorState, report: str) -> MonitorState:
 
 def start_monitor(config_path: str | Path, *, follow_s: float = 2.0) -> Any:
     """Start (or find) the detached DriftMonitor of the config's model on the connected Ray."""
-    from raymlops.runtime import jobs_address
+    from raymlops.runtime import connected_jobs_address
 
     config = load_config(config_path)
     actor = ray.remote(DriftMonitor).options(  # type: ignore[attr-defined]
@@ -400,7 +400,7 @@ def start_monitor(config_path: str | Path, *, follow_s: float = 2.0) -> Any:
         max_concurrency=8,
         num_cpus=0,
     )
-    return actor.remote(str(Path(config_path).resolve()), jobs_address(), follow_s)
+    return actor.remote(str(Path(config_path).resolve()), connected_jobs_address(), follow_s)
 
 
 def get_monitor(model: str) -> Any | None:

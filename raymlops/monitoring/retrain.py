@@ -16,7 +16,7 @@ The config path is absolute, as seen from the monitor: on a multi-node cluster, 
 project on storage every node sees.
 
 Example:
-    >>> submit_retrain(jobs_address(), "/abs/raymlops.yaml", window=12,
+    >>> submit_retrain(connected_jobs_address(), "/abs/raymlops.yaml", window=12,
     ...                submission_id=retrain_submission_id("churn", 12, "3f2a9c1e"),
     ...                parent="v1", report="reports/churn/window-000012.html")  # doctest: +SKIP
     ('raymlops-retrain-churn-3f2a9c1e-w000012', True)

@@ -71,9 +71,9 @@ def monitor_of() -> Iterator:  # type: ignore[type-arg]
 def _retrain_jobs(run: str) -> list:  # type: ignore[type-arg]
     from ray.job_submission import JobSubmissionClient
 
-    from raymlops.runtime import jobs_address
+    from raymlops.runtime import connected_jobs_address
 
-    jobs = JobSubmissionClient(jobs_address()).list_jobs()
+    jobs = JobSubmissionClient(connected_jobs_address()).list_jobs()
     return [j for j in jobs if (j.submission_id or "").startswith(f"raymlops-retrain-churn-{run}-")]
 
 

@@ -116,3 +116,37 @@ def promote_series(root: str, versions: list[str], delay: float) -> None:
     registry = Registry(Storage.from_uri(root), "demo")
     for version in versions:
         registry.promote(version, reason=f"pid {os.getpid()}")
+
+
+def wait_for_condition(
+    condition,  # type: ignore[no-untyped-def]
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    message: str = "condition",
+):  # type: ignore[no-untyped-def]
+    """Poll ``condition()`` until it returns something truthy, and return that value.
+
+    The one way tests wait for something to happen (as Ray's own tests do): never sleep and
+    hope. An exception raised by ``condition`` counts as "not yet"; on timeout the last value
+    or exception is part of the AssertionError.
+
+    Example:
+        >>> wait_for_condition(lambda: client.get("/readyz").status_code == 200)  # doctest: +SKIP
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        try:
+            value = condition()
+        except Exception as exc:  # not ready yet: keep the error for the timeout message
+            value, last = None, exc
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not met within {timeout_s}s (last: {last!r})")
+        time.sleep(interval_s)

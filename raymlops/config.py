@@ -35,6 +35,7 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
     "ColumnSpec",
+    "DataChecksConfig",
     "DataConfig",
     "GateConfig",
     "MonitoringConfig",
@@ -122,6 +123,76 @@ class SplitConfig(_Strict):
     seed: int = 42
 
 
+CheckSeverity = Literal["block", "warn", "off"]
+
+
+class DuplicatesRule(_Strict):
+    """Rows that repeat an earlier row exactly, above ``max_share`` of all rows."""
+
+    severity: CheckSeverity = "warn"
+    max_share: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class SplitOverlapRule(_Strict):
+    """Holdout rows whose feature values equal a training row's, above a share of the holdout."""
+
+    severity: CheckSeverity = "block"
+    max_share: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
+class IdOverlapRule(_Strict):
+    """Holdout rows whose ``role: id`` value also appears in training."""
+
+    severity: CheckSeverity = "block"
+    max_share: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class LeakageRule(_Strict):
+    """One feature alone predicting the target: ROC AUC (classification), |correlation|."""
+
+    severity: CheckSeverity = "block"
+    auc: float = Field(default=0.99, gt=0.5, le=1.0)
+    correlation: float = Field(default=0.95, gt=0.0, le=1.0)
+
+
+class ConstantRule(_Strict):
+    """A feature with a single value, or only nulls."""
+
+    severity: CheckSeverity = "warn"
+
+
+class LabelRule(_Strict):
+    """A class under ``min_class_share`` of the labelled rows (one class only always blocks)."""
+
+    severity: CheckSeverity = "warn"
+    min_class_share: float = Field(default=0.01, ge=0.0, lt=0.5)
+
+
+class ProfileShiftRule(_Strict):
+    """Missing share or category set moved from the previous version's training profile."""
+
+    severity: CheckSeverity = "warn"
+    max_missing_change: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class DataChecksConfig(_Strict):
+    """Dataset checks on every training run (``raymlops.data.checks``): ``block`` stops the
+    run (exit 3, nothing registered), ``warn`` is recorded, ``off`` skips the check."""
+
+    duplicates: DuplicatesRule = DuplicatesRule()
+    split_overlap: SplitOverlapRule = SplitOverlapRule()
+    id_overlap: IdOverlapRule = IdOverlapRule()
+    leakage: LeakageRule = LeakageRule()
+    constant: ConstantRule = ConstantRule()
+    profile_shift: ProfileShiftRule = ProfileShiftRule()
+    labels: LabelRule = LabelRule()
+
+    def severity_of(self, check: str) -> CheckSeverity:
+        """The configured severity of a check by name (``time_split`` follows ``leakage``)."""
+        rule = getattr(self, "leakage" if check == "time_split" else check)
+        return rule.severity
+
+
 class DataConfig(_Strict):
     """Where the data is and what it must look like (the one schema)."""
 
@@ -131,6 +202,7 @@ class DataConfig(_Strict):
     extra: Literal["error", "ignore"] = "error"
     split: SplitConfig = SplitConfig()
     reference_rows: int = Field(default=5000, ge=100, description="rows kept as drift reference")
+    checks: DataChecksConfig = DataChecksConfig()
 
     @model_validator(mode="after")
     def _target_is_consistent(self) -> DataConfig:
@@ -466,5 +538,9 @@ def format_validation_error(exc: ValidationError, *, source: str = "config") -> 
         message = error["msg"].removeprefix("Value error, ")
         expected = error.get("ctx", {}).get("expected")
         allowed = f" (allowed: {expected})" if expected and expected not in message else ""
+        if kind == "literal_error" and isinstance(value, str) and expected:
+            options = re.findall(r"'([^']*)'", expected)
+            guess = difflib.get_close_matches(value, options, n=1)
+            allowed += f" Did you mean {guess[0]!r}?" if guess else ""
         lines.append(f"  {path}: got {shown}: {message}{allowed}")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from raymlops.errors import ConfigError
 __all__ = [
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
+    "CardConfig",
     "ColumnSpec",
     "DataChecksConfig",
     "DataConfig",
@@ -394,6 +395,15 @@ class MonitoringConfig(_Strict):
     )
 
 
+class CardConfig(_Strict):
+    """What a person reads first on every version's model card (``raymlops.registry.card``)."""
+
+    description: str | None = None
+    intended_use: str | None = None
+    owners: list[str] = Field(default_factory=list)
+    limitations: str | None = None
+
+
 class ProjectConfig(_Strict):
     """One model's project: name, storage URI, data and schema, training, gate, serving."""
 
@@ -404,6 +414,7 @@ class ProjectConfig(_Strict):
     gate: GateConfig = GateConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    card: CardConfig = CardConfig()
 
     @model_validator(mode="after")
     def _target_fits_task(self) -> ProjectConfig:

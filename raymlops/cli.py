@@ -364,6 +364,38 @@ def registry_verify(
         raise IntegrityError(f"{len(failed)} version(s) failed verification: {', '.join(failed)}")
 
 
+@registry_app.command("card")
+def registry_card(
+    config: ConfigOpt,
+    version: Annotated[str, typer.Argument(help="Version (v3) or alias.")] = "champion",
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve the card and an index of all versions.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", help="Port for --serve (0: a free one).")] = 0,
+) -> None:
+    """A version's model card: print where it is, or serve it (127.0.0.1 only) with its
+    promotions, rollbacks and drift history since training."""
+    from raymlops.cards import card_page, serve_cards
+    from raymlops.registry.card import CARD_HTML
+
+    registry = _registry(config)
+    manifest = registry.manifest(version)
+    name = manifest["version"]
+    card_page(registry, name)  # reads and verifies the stored card before anything is served
+    if CARD_HTML in manifest["files"]:
+        out.print(f"{registry.location}/versions/{name}/{CARD_HTML}")
+    else:
+        out.print(f"{registry.name} {name} was registered without a card; --serve renders one")
+    if serve:
+        def ready(url: str) -> None:
+            out.print(f"serving cards at {url}{name}  (index: {url}; Ctrl-C stops)")
+
+        try:
+            serve_cards(registry, port=port, ready=ready)
+        except KeyboardInterrupt:
+            out.print("stopped")
+
+
 @registry_app.command("promote")
 def registry_promote(
     config: ConfigOpt,

@@ -206,8 +206,8 @@ def _sections(data: CardData) -> list[tuple[str, list[str]]]:
     lineage_lines = [
         f"- **Parent:** {lineage.get('parent') or 'none (first version)'}",
         f"- **Created:** {lineage.get('created_at', '?')}",
-        f"- **Code:** {_fmt((lineage.get('code') or {}).get('commit'))}"
-        + (" (dirty tree)" if (lineage.get("code") or {}).get("dirty") else ""),
+        f"- **Code:** {_fmt((lineage.get('code') or {}).get('git_commit'))}"
+        + (" (dirty tree)" if (lineage.get("code") or {}).get("git_dirty") else ""),
     ]
     retrain = lineage.get("retrain") or {}
     if retrain:
@@ -262,7 +262,7 @@ def _svg_bars(groups: Sequence[str], series: Mapping[str, Sequence[float | None]
             v = vs[i]
             if v is None or not np.isfinite(v):
                 continue
-            h = (height - 20) * v / top
+            h = (height - 34) * v / top
             x = x0 + j * bar
             parts.append(
                 f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" '

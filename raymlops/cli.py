@@ -633,13 +633,43 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
                 f"`raymlops monitor start --config {config} --address ...` or `raymlops serve`"
             )
         status = {**registry.storage.read_json(path), "source": "saved"}  # type: ignore[dict-item]
+        status["liveness"] = _saved_monitor_liveness(status)
     out.print(_monitor_panel(cfg.name, status))
+
+
+def _saved_monitor_liveness(status: dict[str, Any]) -> str:
+    """Whether the monitor that saved this state still runs, in words (no Ray needed): its
+    process is checked when it ran on this machine."""
+    import socket
+
+    saved = f"state saved {status.get('saved_at', '?')}"
+    if not status.get("running"):
+        return f"not running; {saved}"
+    pid, host = status.get("pid"), status.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"not running (its process {pid} is gone); {saved}"
+        except PermissionError:
+            pass
+        return f"running, pid {pid}; {saved}"
+    return f"running on {host} (pid {pid}) as last saved; {saved}"
 
 
 def _monitor_panel(model: str, status: dict[str, Any]) -> Group:
     share = status.get("last_share")
     facts = Table.grid(padding=(0, 2))
-    facts.add_row("windows seen", str(status["windows_seen"]))
+    if status.get("liveness"):
+        facts.add_row("monitor", escape(status["liveness"]))
+    if status["windows_seen"] == 0:
+        size = status.get("window_rows")
+        facts.add_row(
+            "windows seen",
+            "0: no window checked yet" + (f" (one every {size} served rows)" if size else ""),
+        )
+    else:
+        facts.add_row("windows seen", str(status["windows_seen"]))
     facts.add_row("last drift share", "-" if share is None else f"{share:.2f}")
     facts.add_row("drifted columns", ", ".join(status.get("last_drifted_columns", [])) or "-")
     facts.add_row("drifted in a row", str(status["consecutive_drift"]))

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -100,6 +101,7 @@ class DriftMonitor:
             self._submit(self.state.job_in_flight)  # perhaps never sent before a crash
         self._worker = threading.Thread(target=self._work, name="raymlops-monitor", daemon=True)
         self._worker.start()
+        self._save_state()  # `monitor status` sees a running monitor before its first window
 
     # -- the actor's methods ------------------------------------------------------------------
 
@@ -344,7 +346,15 @@ class DriftMonitor:
 
     def _save_state(self) -> None:
         with self._lock:
-            payload = {**self.state.to_dict(), "saved_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            payload = {
+                **self.state.to_dict(),
+                "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                # whether it runs, and where: `monitor status` without a cluster address reads this
+                "running": not self._stop.is_set(),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "window_rows": self.rule.window_rows,
+            }
         self.storage.write_json(state_path(self.config.name), payload)
 
     def _instruments(self) -> dict[str, Any]:

@@ -242,12 +242,19 @@ def test_monitor_commands_start_show_and_stop_it(tmp_path: Path, capsys: pytest.
         shown = capsys.readouterr().out
         assert "monitor:churn (live)" in shown
         assert "windows seen" in shown
+        # without an address, the saved state says whether the monitor runs (its pid is alive)
+        assert main(["monitor", "status", *config]) == 0
+        shown = capsys.readouterr().out
+        assert "monitor:churn (saved)" in shown
+        assert "running, pid" in shown
     finally:
         assert main(["monitor", "stop", *config, "--address", address]) == 0
     assert "stopped after 1 windows" in capsys.readouterr().out
     assert get_monitor("churn") is None
     assert main(["monitor", "status", *config]) == 0
-    assert "monitor:churn (saved)" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "monitor:churn (saved)" in shown
+    assert "not running; state saved" in shown
 
 
 def test_a_canary_first_retrain_moves_the_challenger_and_promote_canary_finishes(

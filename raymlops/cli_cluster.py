@@ -79,12 +79,23 @@ def cluster_up(
         f"  GCS        {state.gcs_address}",
         "",
         f"next  raymlops job submit train --config C --address {state.dashboard_url}",
-        f"      RAY_AUTH_TOKEN_PATH={state.token_path} ray job submit --address "
-        f"{state.dashboard_url} --working-dir . -- python jobs/train.py --config C",
+        f"      RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={state.token_path} ray job submit "
+        f"--address {state.dashboard_url} --working-dir . -- python -m raymlops train --config C",
         "      raymlops cluster status",
         "      raymlops cluster down",
     ]
     out.print(Panel("\n".join(lines), title="raymlops cluster up", expand=False))
+
+
+@cluster_app.command("address")
+def cluster_address() -> None:
+    """Print the local cluster's dashboard / Jobs API URL (for `ray job submit --address`)."""
+    from raymlops.cluster import ClusterError, ClusterState, raymlops_home
+
+    state = ClusterState.load(raymlops_home())
+    if state is None:
+        raise ClusterError("no local cluster is running: start one with `raymlops cluster up`")
+    out.print(state.dashboard_url)
 
 
 @cluster_app.command("status")

@@ -467,8 +467,15 @@ def config_hash(config: ProjectConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: set, it replaces the config's ``storage:`` (a URI, or a folder: made absolute)
+STORAGE_ENV = "RAYMLOPS_STORAGE"
+
+
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Read and validate a project config; local paths in it are resolved against its folder.
+
+    ``RAYMLOPS_STORAGE``, when set, replaces ``storage:`` (``raymlops job submit`` sets it for
+    a relative registry folder on a cluster on this machine).
 
     Raises:
         ConfigError: the file is missing, is not YAML, or does not validate. The message names
@@ -491,6 +498,12 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=str(config_path))) from None
     base = config_path.resolve().parent
+    storage = _resolve_path(config.storage, base)
+    override = os.environ.get(STORAGE_ENV, "").strip()
+    if override:
+        # a job on a cluster on this machine gets the absolute registry folder this way (a
+        # relative `storage:` would point into its temporary copy of the working dir)
+        storage = override if "://" in override else str(Path(override).expanduser().resolve())
     data = config.data.model_copy(update={"source": _resolve_path(config.data.source, base)})
     monitoring = config.monitoring
     if monitoring.retrain_source:
@@ -499,7 +512,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
         )
     return config.model_copy(
         update={
-            "storage": _resolve_path(config.storage, base),
+            "storage": storage,
             "data": data,
             "monitoring": monitoring,
         }

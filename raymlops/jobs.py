@@ -125,6 +125,8 @@ class JobPlan:
     excludes: list[str]
     submission_id: str
     warnings: list[str] = field(default_factory=list)
+    #: the job's environment (``RAYMLOPS_STORAGE`` for a relative registry on a local cluster)
+    env_vars: dict[str, str] = field(default_factory=dict)
 
 
 def entrypoint(kind: str, config_rel: str, working_dir: Path, extra: list[str]) -> str:
@@ -230,20 +232,26 @@ def plan_job(
     cfg = load_config(config)
     rel = config.resolve().relative_to(working_dir).as_posix()
     warnings: list[str] = []
+    env_vars: dict[str, str] = {}
     if _is_local(cfg.storage):
         # a relative folder is read from the config's folder, which on the cluster is the job's
-        # temporary copy of the working dir: the registry would be written there and lost
+        # temporary copy of the working dir: the registry would be written there and lost. On a
+        # cluster on this machine every node sees this machine's folders, so the job gets the
+        # absolute folder (RAYMLOPS_STORAGE overrides `storage:`, see load_config)
         declared = _declared_storage(config)
         if not Path(declared).expanduser().is_absolute():
-            raise JobError(
-                f"storage {declared!r} in {config} is a relative folder: in the job it points "
-                "into the temporary copy of the working dir on the cluster, and the registry "
-                "would be lost. Set `storage:` to s3://bucket/prefix (any cluster) or to an "
-                "absolute folder every node sees (a local cluster on this machine)"
-            )
-        message = local_storage_warning(cfg.storage, address or "(default cluster)")
-        if message:
-            warnings.append(message)
+            if not on_this_machine(address):
+                raise JobError(
+                    f"storage {declared!r} in {config} is a relative folder: in the job it "
+                    "points into the temporary copy of the working dir on the cluster, and the "
+                    "registry would be lost. Set `storage:` to s3://bucket/prefix (any cluster) "
+                    "or to an absolute folder every node sees"
+                )
+            env_vars["RAYMLOPS_STORAGE"] = cfg.storage
+        else:
+            message = local_storage_warning(cfg.storage, address or "(default cluster)")
+            if message:
+                warnings.append(message)
     source = cfg.data.source
     if _is_local(source) and not _inside(Path(source.split("*")[0] or "."), working_dir):
         warnings.append(
@@ -258,10 +266,26 @@ def plan_job(
         excludes=default_excludes(working_dir, cfg.storage, source) + list(excludes or []),
         submission_id=submission_id or _submission_id(kind, cfg.name),
         warnings=warnings,
+        env_vars=env_vars,
     )
 
 
 # -- the cluster ---------------------------------------------------------------------------------
+
+
+def on_this_machine(address: str | None) -> bool:
+    """Whether the Jobs API address is a cluster on this machine (its nodes see our folders).
+
+    Example:
+        >>> on_this_machine("http://127.0.0.1:8265"), on_this_machine("http://10.0.0.9:8265")
+        (True, False)
+    """
+    from urllib.parse import urlsplit
+
+    if not address:
+        return False
+    host = urlsplit(address if "://" in address else f"http://{address}").hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def jobs_address(address: str | None) -> str:
@@ -332,7 +356,12 @@ class _Client:
         )
 
     def submit(self, plan: JobPlan) -> str:
-        runtime_env = {"working_dir": str(plan.working_dir), "excludes": plan.excludes}
+        runtime_env: dict[str, Any] = {
+            "working_dir": str(plan.working_dir),
+            "excludes": plan.excludes,
+        }
+        if plan.env_vars:
+            runtime_env["env_vars"] = dict(plan.env_vars)
         try:
             return self._call(
                 self.client.submit_job,

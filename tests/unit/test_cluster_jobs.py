@@ -11,6 +11,7 @@ import pytest
 
 from raymlops import cluster, jobs
 from raymlops.cluster import ClusterError, ClusterState, NodeProcess, ensure_token, read_token
+from raymlops.config import load_config
 from raymlops.jobs import JobError
 from raymlops.storage import local_storage_warning
 from tests.conftest import write_project
@@ -171,7 +172,27 @@ def test_plan_refuses_a_registry_that_would_be_written_into_the_uploaded_copy(
     with pytest.raises(
         JobError, match=r"storage './store' in .* is a relative folder.*s3://bucket/prefix"
     ):
-        jobs.plan_job("train", config, working_dir=config.parent)
+        jobs.plan_job("train", config, working_dir=config.parent, address="http://10.0.0.9:8265")
+
+
+def test_a_relative_registry_on_a_cluster_on_this_machine_becomes_absolute_in_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`raymlops init` writes `storage: ./.raymlops`; on the local multi-node cluster every node
+    sees this machine's folders, so the job gets the absolute folder, and load_config in the
+    job reads it from RAYMLOPS_STORAGE instead of the relative path in its uploaded copy."""
+    config = _project(tmp_path, "./store")
+    plan = jobs.plan_job(
+        "train", config, working_dir=config.parent, address="http://127.0.0.1:8265"
+    )
+    absolute = str((config.parent / "store").resolve())
+    assert plan.env_vars == {"RAYMLOPS_STORAGE": absolute}
+    assert "/store/" in plan.excludes  # the registry itself is not uploaded
+    copy = tmp_path / "job-copy"
+    copy.mkdir()
+    (copy / "raymlops.yaml").write_text(config.read_text())
+    monkeypatch.setenv("RAYMLOPS_STORAGE", absolute)
+    assert load_config(copy / "raymlops.yaml").storage == absolute
 
 
 def test_plan_builds_the_job_and_warns_about_local_storage_on_a_remote_cluster(

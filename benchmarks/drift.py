@@ -78,7 +78,7 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, schema: Schema
 
     from raymlops.monitoring.reports import evidently_verdicts
 
-    definition = schema.evidently_definition(with_target=False)
+    definition = schema.evidently_definition()
     started = time.perf_counter()
     snapshot = Report([DataDriftPreset(drift_share=0.5)], include_tests=True).run(
         current_data=Dataset.from_pandas(current, data_definition=definition),

@@ -106,6 +106,7 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
     """One window: raymlops's drift (parallel on Ray, and in one process) and one Evidently run."""
     import ray
 
+    from benchmarks.report import ray_nodes
     from raymlops.monitoring.parallel import parallel_drift
     from raymlops.runtime import ensure_ray
 
@@ -124,6 +125,7 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
     single_s = time.perf_counter() - started
 
     ensure_ray(address)
+    nodes = ray_nodes()
     profile_ref = ray.put(profile)
     times = []
     for _ in range(2):
@@ -149,6 +151,7 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
         "methods": sorted({c.method for c in result.columns}),
         "drifted_columns": result.drifted_columns,
         "disagreements": [c.column for c in result.columns if c.column not in agree],
+        "nodes": nodes,
     }
 
 
@@ -224,4 +227,5 @@ def _versions() -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # as a script: benchmarks.*
     sys.exit(main())

@@ -26,6 +26,7 @@ __all__ = [
     "machine_info",
     "markdown_table",
     "ray_nodes",
+    "require_cores",
     "write_result",
 ]
 
@@ -35,6 +36,13 @@ Side = Literal["raymlops", "baseline"]
 
 class UsageError(Exception):
     """A suite cannot run as asked (missing wrk, an --address it cannot use): exit 2."""
+
+
+def require_cores(cores: int, why: str) -> None:
+    """Refuse a cell the machine cannot run as measured (exit 2), rather than measure nonsense."""
+    have = os.cpu_count() or 1
+    if have < cores:
+        raise UsageError(f"{why} needs at least {cores} cores; this machine has {have}")
 
 
 @dataclass(frozen=True)

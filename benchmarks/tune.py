@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import tune_overhead
-from benchmarks.report import Check, Figure, SuiteResult, UsageError
+from benchmarks.report import Check, Figure, SuiteResult, UsageError, require_cores
 
 __all__ = ["run"]
 
@@ -30,6 +30,7 @@ SIZES = {  # trials, rounds, rows
 def run(mode: str, address: str | None = None) -> SuiteResult:
     if address is not None:
         raise UsageError("the tune suite runs on a local Ray; run it without --address")
+    require_cores(2, "the tune suite (2 trials at a time, 1 CPU each)")
     trials, rounds, rows = SIZES[mode]
     with tempfile.TemporaryDirectory(prefix="raymlops-bench-tune-") as out:
         argv = ["--baseline", "--no-plot", "--trials", str(trials), "--rounds", str(rounds),

@@ -77,8 +77,8 @@ def test_quick_suite_writes_both_sides_checks_table_and_plot(suite: str, tmp_pat
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if suite == "serving":  # both schemas were checked and timed
         assert {c["name"] for c in result["checks"]} == {
-            "serving float30: equal answers",
-            "serving churn: equal answers",
+            "serving float30 [default]: equal answers",
+            "serving churn [default]: equal answers",
         }
         assert {f["cell"].split()[0] for f in figures} == {"float30", "churn"}
         assert result["series"]["running replicas over time (s)"]

@@ -180,7 +180,7 @@ def write_result(
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
     paths["table"].write_text(
         f"## {result.title}\n\n{result.headline}\n\n{markdown_table(result.table)}\n"
-        f"Checks before timing:\n{checks}\n\n{notes}\n\n"
+        f"Correctness checks (both sides computed the same thing):\n{checks}\n\n{notes}\n\n"
         f"Command: `{command}` ({mode}). Machine: {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB, GPU {machine['gpu'] or 'none'}, load average before "
         f"{machine['load_average_before']}; {packages}; commit {machine['commit']}.\n",

@@ -35,8 +35,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -120,9 +121,9 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
     profile = ReferenceProfile.build(reference, schema)
     profile_s = time.perf_counter() - started
 
-    started = time.perf_counter()
-    single = compute_drift(profile, current, drift_share=0.5)
-    single_s = time.perf_counter() - started
+    # each side in a forked child, before Ray starts: its own peak memory, the cores to itself
+    (evidently_s, theirs), evidently_mib = in_child(run_evidently, reference, current, schema)
+    (single_s, single), single_mib = in_child(_timed_compute_drift, profile, current)
 
     ensure_ray(address)
     nodes = ray_nodes()
@@ -132,9 +133,8 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
         started = time.perf_counter()
         result = parallel_drift(profile_ref, current, drift_share=0.5)
         times.append(time.perf_counter() - started)
-    ray.shutdown()  # Evidently runs alone, with both cores
+    ray.shutdown()
 
-    evidently_s, theirs = run_evidently(reference, current, schema)
     agree = [c.column for c in result.columns if c.column in theirs
              and theirs[c.column].drifted == c.drifted and theirs[c.column].method == c.method]  # fmt: skip
     return {
@@ -152,7 +152,40 @@ def measure(rows: int, reference_rows: int, seed: int = 0, address: str | None =
         "drifted_columns": result.drifted_columns,
         "disagreements": [c.column for c in result.columns if c.column not in agree],
         "nodes": nodes,
+        "evidently_peak_mib": evidently_mib,
+        "single_process_peak_mib": single_mib,
     }
+
+
+def _timed_compute_drift(profile: ReferenceProfile, current: pd.DataFrame) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = compute_drift(profile, current, drift_share=0.5)
+    return time.perf_counter() - started, result
+
+
+def in_child(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``fn(*args)`` in a forked child: its result and the child's peak resident memory (MiB;
+    the inputs it inherited and touched included, so both sides carry the same data)."""
+    import multiprocessing
+    import resource
+
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def target() -> None:
+        out = fn(*args)
+        writer.send((out, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))  # KiB on Linux
+
+    child = context.Process(target=target)
+    child.start()
+    writer.close()  # the child holds the only writer: a child that dies ends recv with EOFError
+    try:
+        out, peak_kib = reader.recv()
+    except EOFError:
+        child.join()
+        raise RuntimeError(f"{fn.__name__} failed in its child (exit {child.exitcode})") from None
+    child.join()
+    return out, round(peak_kib / 1024, 1)
 
 
 def run(mode: str, address: str | None = None) -> SuiteResult:
@@ -163,10 +196,13 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
     for p in points:
         cell = f"{p['rows']:,} x {p['columns']}"
         size = float(p["rows"])
+        ev_mib, rm_mib = p["evidently_peak_mib"], p["single_process_peak_mib"]
         figures += [
             Figure(cell, "baseline", "Evidently DataDriftPreset", "seconds", p["evidently_s"], "s", size),
             Figure(cell, "raymlops", "parallel_drift, next call", "seconds", p["parallel_next_s"], "s", size),
             Figure(cell, "raymlops", "compute_drift, one process", "seconds", p["single_process_s"], "s", size),
+            Figure(cell, "baseline", "Evidently DataDriftPreset", "peak_memory", ev_mib, "MiB", size),
+            Figure(cell, "raymlops", "compute_drift, one process", "peak_memory", rm_mib, "MiB", size),
         ]  # fmt: skip
         checks.append(Check(
             f"drift {cell}: verdicts agree with Evidently",
@@ -184,6 +220,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
             "x faster (first call)": f"**{p['evidently_s'] / p['parallel_first_s']:.1f}x**",
             "x faster (next call)": f"{p['evidently_s'] / p['parallel_next_s']:.1f}x",
             "verdicts agree": f"{p['agreement']:.0%}",
+            "peak MiB (Evidently / compute_drift)": f"{ev_mib:,.0f} / {rm_mib:,.0f}",
         })  # fmt: skip
     top = points[-1]
     return SuiteResult(
@@ -195,7 +232,9 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                  "on the next; verdicts agree on "
                  f"{top['agreement']:.0%} of the columns.",
         notes=["Not timed: Ray's start and the reference profile (once per model version).",
-               "Evidently runs with Ray shut down, alone on the cores.",
+               "Evidently and compute_drift each run in a forked child before Ray starts, alone "
+               "on the cores. Peak MiB: the child's peak resident memory, the window and "
+               "reference it inherited included.",
                "The machine is shared with other jobs."],
         extra={"points": points, "goals": {"ratio": GOAL_RATIO, "agreement": GOAL_AGREEMENT},
                "packages": _versions(), "python": platform.python_version()},

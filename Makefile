@@ -11,7 +11,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# wrk: the serving benchmark's load generator (CI runs as root with apt; elsewhere, say how)
 install: $(BIN)/.installed
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq wrk) || echo "could not install wrk: run apt-get install -y wrk"
 
 demo: install                ## set up, then run the demo loop
 	$(BIN)/raymlops demo --workdir demo
@@ -26,11 +29,9 @@ test: lint                   ## everything CI runs: lint, unit, integration, e2e
 test-unit: install           ## the seconds-long tier, no Ray
 	$(BIN)/python -m pytest tests/unit -q
 
-bench: install               ## side-by-side measurements (benchmarks/README.md)
+bench: install               ## every benchmark suite side by side (benchmarks/README.md)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
-	$(BIN)/python benchmarks/tune_overhead.py
-	$(BIN)/python benchmarks/drift.py
-	@command -v wrk >/dev/null && $(BIN)/python benchmarks/serving.py || echo "serving benchmark skipped: install wrk (apt-get install wrk)"
+	$(BIN)/python -m benchmarks --suite all
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

@@ -170,19 +170,20 @@ def ray_daemons_cpu_s() -> dict[int, float]:
 _BASELINE: dict[str, Any] = {}
 
 
-def _baseline_trial(index: int) -> tuple[int, float]:
+def _baseline_trial(index: int) -> tuple[int, tuple[float, float]]:
     from raymlops.training.metrics import score
     from raymlops.training.models import fit_model
 
     spec, options = _BASELINE["specs"][index], _BASELINE["options"]
     (x, y), (x_valid, y_valid) = _BASELINE["train"], _BASELINE["valid"]
     start = time.perf_counter()
+    last: list[float] = []  # the last report's score: what Tune keeps for a FIFO trial
 
     def report(step: int, predictions: np.ndarray) -> None:
-        score(options.task, "roc_auc", y_valid, predictions, options.n_classes)
+        last[:] = [score(options.task, "roc_auc", y_valid, predictions, options.n_classes)]
 
     fit_model(spec, x, y, options, valid=(x_valid, y_valid), on_step=report)
-    return index, time.perf_counter() - start
+    return index, (time.perf_counter() - start, last[0] if last else float("nan"))
 
 
 def run_baseline(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, Any]:
@@ -210,8 +211,9 @@ def run_baseline(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, 
         times = dict(pool.map(_baseline_trial, range(args.trials)))
     wall = time.perf_counter() - started
     _BASELINE.clear()
-    durations = [times[i] for i in range(args.trials)]
-    return {"wall_s": wall, "sum_s": sum(durations), "trial_s": durations}
+    durations = [times[i][0] for i in range(args.trials)]
+    scores = [times[i][1] for i in range(args.trials)]
+    return {"wall_s": wall, "sum_s": sum(durations), "trial_s": durations, "scores": scores}
 
 
 def training_config(args: argparse.Namespace) -> Any:

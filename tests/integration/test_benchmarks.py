@@ -1,0 +1,118 @@
+"""The benchmark suites run (quick mode) and write what they promise; never how fast anything is.
+
+Each existing suite runs as ``python -m benchmarks --quick --suite <name>`` in a child process
+with a Ray of its own, and its JSON must hold figures for both sides with one unit per metric,
+passed correctness checks, and a markdown table and a PNG plot next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import SUITES, available, writes_suite_result
+
+ROOT = Path(__file__).resolve().parents[2]
+EXISTING = [s for s in SUITES if available(s)]
+COMMON_FORMAT = [s for s in EXISTING if writes_suite_result(s)]
+
+
+def bench(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), child_env.get("PYTHONPATH")])
+    )
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", COMMON_FORMAT)
+def test_quick_suite_writes_both_sides_checks_table_and_plot(suite: str, tmp_path: Path) -> None:
+    done = bench("--quick", "--suite", suite, "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    [path] = tmp_path.glob(f"{suite}-*.json")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    assert result["suite"] == suite
+    assert result["mode"] == "quick"
+    figures = result["figures"]
+    assert figures, "no figures"
+    assert {f["side"] for f in figures} == {"raymlops", "baseline"}
+    for f in figures:
+        assert math.isfinite(f["value"]), f
+        assert f["value"] > 0, f
+    units: dict[str, set[str]] = {}
+    for f in figures:
+        units.setdefault(f["metric"], set()).add(f["unit"])
+    assert all(len(u) == 1 for u in units.values()), units
+    # every cell was measured on both sides
+    sides: dict[str, set[str]] = {}
+    for f in figures:
+        sides.setdefault(f["cell"], set()).add(f["side"])
+    assert all(s == {"raymlops", "baseline"} for s in sides.values()), sides
+
+    assert result["checks"], "no correctness check ran"
+    assert all(c["passed"] for c in result["checks"]), result["checks"]
+    assert result["passed"] is True
+    machine = result["machine"]
+    assert machine["cores"] >= 1
+    assert machine["packages"]["ray"]
+    assert machine["load_average_before"]
+
+    table = path.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| " in table
+    assert result["headline"] in table
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if suite == "serving":  # both schemas were checked and timed
+        assert {c["name"] for c in result["checks"]} == {
+            "serving float30 [default]: equal answers",
+            "serving churn [default]: equal answers",
+        }
+        assert {f["cell"].split()[0] for f in figures} == {"float30", "churn"}
+        assert result["series"]["running replicas over time (s)"]
+
+
+def test_unknown_suite_exits_2_naming_the_choices(tmp_path: Path) -> None:
+    done = bench("--suite", "servng", "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 2
+    assert "unknown suite 'servng'" in done.stderr
+    assert "serving" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_suite_that_does_not_exist_yet_says_so(tmp_path: Path) -> None:
+    missing = [s for s in SUITES if s not in EXISTING]
+    if not missing:
+        pytest.skip("every suite exists")
+    done = bench("--suite", missing[0], "--quick", "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 2
+    assert f"the {missing[0]} suite" in done.stderr
+    assert "does not exist yet" in done.stderr
+
+
+def test_unreachable_address_exits_2(tmp_path: Path) -> None:
+    done = bench("--suite", "drift", "--quick", "--address", "127.0.0.1:1", "--out", str(tmp_path),
+                 timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot reach a Ray cluster at --address 127.0.0.1:1" in done.stderr
+
+
+def test_missing_wrk_exits_2_with_the_install_command(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = bench("--suite", "serving", "--quick", "--out", str(tmp_path / "out"),
+                 env={"PATH": str(empty)}, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "apt-get install -y wrk" in done.stderr

@@ -11,10 +11,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-# wrk: the serving benchmark's load generator (CI runs as root with apt; elsewhere, say how)
+# wrk: the serving benchmark's load generator; chromium: the browser the model-card tests render
+# in (CI runs as root with apt; elsewhere, say how)
+APT_TOOLS := wrk chromium
 install: $(BIN)/.installed
-	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq wrk) || echo "could not install wrk: run apt-get install -y wrk"
+	@missing="$$(for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || echo $$t; done)"; \
+	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "could not install $$missing: run apt-get install -y $$missing"
 
 demo: install                ## set up, then run the demo loop
 	$(BIN)/raymlops demo --workdir demo

@@ -25,7 +25,7 @@ import pandas as pd
 from raymlops.contract import Columns, RequestContract, contract_for
 from raymlops.data.validation import validate_frame
 from raymlops.errors import DataValidationError, IntegrityError
-from raymlops.features.pipeline import CompiledTransform, FeaturePipeline
+from raymlops.features.pipeline import CompiledTransform, FeaturePipeline, float_values
 from raymlops.registry.store import Registry
 from raymlops.schema import Schema
 from raymlops.training.models import load_model, predict_scores
@@ -88,6 +88,22 @@ class Predictor:
     def features(self, columns: Columns) -> np.ndarray:
         """Checked columns -> the feature matrix (the same numbers as the pandas transform)."""
         return self.compiled(columns.data, columns.n)
+
+    def typed_columns(self, typed: pd.DataFrame) -> Columns:
+        """Rows typed by :meth:`validate` (a data file's) -> the columns of the online path, so
+        batch inference runs the same numpy kernels as serving."""
+        data: dict[str, np.ndarray] = {}
+        for name in self.contract.columns:
+            kind = self.schema.columns[name].type
+            column = typed[name] if name in typed else pd.Series([None] * len(typed))
+            if kind in ("float", "int", "bool"):
+                data[name] = float_values(column, kind)
+            elif kind == "datetime":
+                stamps = pd.to_datetime(column, utc=True).dt.tz_localize(None)
+                data[name] = stamps.to_numpy(dtype="datetime64[ns]")
+            else:
+                data[name] = column.astype(object).where(column.notna(), None).to_numpy()
+        return Columns(len(typed), data, self.contract.digest)
 
     def predict_columns(self, columns: Columns) -> Prediction:
         """Predict columns decoded or checked by this version's contract (not validated again,

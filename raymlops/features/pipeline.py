@@ -34,7 +34,14 @@ import pandas as pd
 
 from raymlops.schema import Schema
 
-__all__ = ["ColumnStats", "CompiledTransform", "FeaturePipeline", "TargetEncoder", "numeric_view"]
+__all__ = [
+    "ColumnStats",
+    "CompiledTransform",
+    "FeaturePipeline",
+    "TargetEncoder",
+    "float_values",
+    "numeric_view",
+]
 
 MAX_LEARNED_CATEGORIES = 50
 OTHER = "__other__"
@@ -69,6 +76,11 @@ def numeric_view(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         else:
             out[name] = _as_float(column, kind)
     return pd.DataFrame(out, index=frame.index)
+
+
+def float_values(column: pd.Series, kind: str) -> np.ndarray:
+    """A float, int, bool or datetime column as float64 (NaN where missing; datetimes in days)."""
+    return _as_float(column, kind)
 
 
 def _as_float(column: pd.Series, kind: str) -> np.ndarray:

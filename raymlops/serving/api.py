@@ -565,12 +565,15 @@ def create_app(
         _check_name(model)
         status = await _backend().status()
         canary = serving.canary.model_dump() if serving.canary.version else None
-        return {
+        answer = {
             "name": name,
             "ready": bool(status.get("ready")),
             "model_version": status.get("model_version"),
             "canary": canary,
         }
+        if status.get("prediction_log") is not None:  # the counts of the replica that answered
+            answer["prediction_log"] = status["prediction_log"]
+        return answer
 
     @app.post(
         "/v1/models/{model}:predict",

@@ -128,6 +128,9 @@ def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> Non
     )
     status = httpx.get(f"{url}/v1/models/churn", timeout=10).json()
     assert status["model_version"] == "v1"
+    stats = status["prediction_log"]
+    assert stats["offered_rows"] >= 7, stats
+    assert (stats["dropped_rows"], stats["sink_dropped_rows"]) == (0, 0), stats
 
 
 def test_the_access_log_is_written_in_throughput_mode(served: tuple[Path, str]) -> None:

@@ -206,3 +206,15 @@ def test_a_contract_travels_by_pickle() -> None:
     body = json.dumps({"instances": [row]}).encode()
     assert copy.digest == CONTRACT.digest
     assert copy.decode(body).data["tenure"].tolist() == [3.0]
+
+
+def test_batch_rows_typed_by_the_pandas_validator_take_the_same_kernels(predictor) -> None:  # type: ignore[no-untyped-def]
+    """Batch inference converts validated frames to columns: same features, bit for bit."""
+    raw = _training_frame(50, 7).drop(columns=["churned"])
+    typed = predictor.validate(raw)
+    columns = predictor.typed_columns(typed)
+    pandas_x = predictor.pipeline.transform(typed).to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(_bits(predictor.features(columns)), _bits(pandas_x))
+    np.testing.assert_array_equal(
+        _bits(predictor.predict_columns(columns).scores), _bits(predictor.scores(typed))
+    )

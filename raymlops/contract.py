@@ -40,7 +40,7 @@ import numpy as np
 
 from raymlops.config import ColumnSpec
 from raymlops.data.validation import MAX_EXAMPLES, ColumnIssue, ValidationReport, expected_text
-from raymlops.schema import Schema
+from raymlops.schema import Schema, describe_column
 
 __all__ = [
     "MAX_STRING_LENGTH",
@@ -129,22 +129,6 @@ def _value_type(spec: ColumnSpec) -> Any:
     return Annotated[str, msgspec.Meta(max_length=MAX_STRING_LENGTH)]
 
 
-def _describe(spec: ColumnSpec) -> str:
-    parts = [spec.type if spec.type != "datetime" else "datetime (ISO 8601)"]
-    if spec.min is not None or spec.max is not None:
-        low = "-inf" if spec.min is None else f"{spec.min:g}"
-        high = "inf" if spec.max is None else f"{spec.max:g}"
-        parts.append(f"in [{low}, {high}]")
-    if spec.categories:
-        parts.append("one of " + ", ".join(spec.categories))
-        if spec.unknown == "ignore":
-            parts.append("(others accepted as 'other')")
-    parts.append("nullable" if _is_optional(spec) else "required")
-    if spec.effective_role != "feature":
-        parts.append(f"role {spec.effective_role} (not a feature; may be left out)")
-    return ", ".join(parts)
-
-
 def _show(value: object) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -185,7 +169,7 @@ class RequestContract:
         for i, column in enumerate(self.columns):
             spec = schema.columns[column]
             value = _value_type(spec)
-            meta = msgspec.Meta(description=spec.description or _describe(spec))
+            meta = msgspec.Meta(description=spec.description or describe_column(spec))
             attr = f"f{i}"  # any column name is a JSON key; not every one is an identifier
             rename[attr] = column
             if _is_optional(spec):

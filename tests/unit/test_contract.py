@@ -113,8 +113,21 @@ VALUES = {
     "channel": st.one_of(st.none(), st.sampled_from(["web", "shop"]), _text),
     "signup": st.one_of(st.none(), _stamps),
 }
-# a row: each column present with a value of its type (or null), or left out
-ROWS = st.fixed_dictionaries({}, optional=VALUES)
+# a row: each column present with a value of its type (or null), or left out; half of the rows
+# carry every required column with a valid value, so both accepted and refused batches are common
+_VALID = {
+    "score": _finite,
+    "tenure": st.integers(0, 600),
+    "autopay": st.booleans(),
+    "plan": st.sampled_from(["basic", "pro", "enterprise"]),
+    "channel": st.one_of(st.sampled_from(["web", "shop"]), _text),
+}
+ROWS = st.one_of(
+    st.fixed_dictionaries({}, optional=VALUES),
+    st.fixed_dictionaries(
+        _VALID, optional={k: v for k, v in VALUES.items() if k not in _VALID}
+    ),
+)
 
 
 def _issues(report) -> list[tuple]:  # type: ignore[no-untyped-def]

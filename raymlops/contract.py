@@ -14,10 +14,11 @@ that the decoder accepted are valid: they are not validated again.
 
 The coercion policy (the same for HTTP and data files, see :mod:`raymlops.data.validation`): a
 value that arrives typed must have the declared type. A JSON number is a ``float``; an ``int``
-is a JSON integer (``32.0`` is refused); a ``bool`` is ``true``/``false`` (not ``1`` nor
-``"yes"``); the string ``"55.5"`` is not a number. Only text without types (CSV cells) is
-parsed, and only into the declared type. Columns with the role ``id``, ``timestamp`` or
-``ignore`` are not features: a request may leave them out or send null.
+is a whole number (``32`` or ``32.0``, as JSON Schema's ``integer``; ``32.5`` is refused); a
+``bool`` is ``true``/``false`` (not ``1`` nor ``"yes"``); the string ``"55.5"`` is not a
+number. Only text without types (CSV cells) is parsed, and only into the declared type.
+Columns with the role ``id``, ``timestamp`` or ``ignore`` are not features: a request may leave
+them out or send null.
 
 Example:
     >>> contract = RequestContract(schema, max_instances=1000)  # doctest: +SKIP
@@ -119,9 +120,9 @@ def _value_type(spec: ColumnSpec) -> Any:
     if spec.type == "float":
         return Annotated[float, msgspec.Meta(ge=spec.min, le=spec.max)]
     if spec.type == "int":
-        low = None if spec.min is None else math.ceil(spec.min)
-        high = None if spec.max is None else math.floor(spec.max)
-        return Annotated[int, msgspec.Meta(ge=low, le=high)]
+        # JSON Schema's integer: a whole number, 32 or 32.0 (the wholeness is checked in numpy;
+        # json_schema says "integer")
+        return Annotated[float, msgspec.Meta(ge=spec.min, le=spec.max)]
     if spec.type == "bool":
         return bool
     if spec.type == "category" and spec.categories and spec.unknown == "error":
@@ -236,10 +237,15 @@ class RequestContract:
         expected = expected_text(spec)
         kind = spec.type
         if kind in _NUMERIC:
-            if checked:  # the decoder already made these floats, ints and bools
+            if checked:  # the decoder already made these floats and bools, and checked them
                 typed = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+                if kind == "int":
+                    issues.add(column, "wrong type", expected, _fractional(typed), values)
                 return typed
             typed, wrong = _numbers(values, kind)
+            if kind == "int":
+                wrong |= _fractional(typed)
+                typed[wrong] = np.nan
         elif kind == "datetime":
             stamps = [None if v is None else _datetime_ns(v) if isinstance(v, str) else None
                       for v in values]
@@ -328,6 +334,11 @@ class RequestContract:
         row = components[self.row_type.__name__]
         for column in self.columns:
             spec = self.schema.columns[column]
+            if spec.type == "int":  # decoded as a number, accepted only when whole
+                prop = row["properties"][column]
+                for part in [prop, *prop.get("anyOf", [])]:
+                    if part.get("type") == "number":
+                        part["type"] = "integer"
             if spec.categories:  # msgspec sorts a Literal's values; show the declared order
                 prop = row["properties"][column]
                 for part in [prop, *prop.get("anyOf", [])]:
@@ -362,8 +373,15 @@ class RequestContract:
         return _from_msgspec(message)
 
 
+def _fractional(values: np.ndarray) -> np.ndarray:
+    """Finite values with a fraction (not an int)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (np.floor(values) != values)
+
+
 def _numbers(values: Sequence[Any], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Strict typing of Python values: float takes int/float, int takes int, bool takes bool."""
+    """Strict typing of Python values: float and int take numbers (an int a whole one, checked
+    by the caller), bool takes bool."""
     out = np.full(len(values), np.nan)
     wrong = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values):
@@ -371,8 +389,6 @@ def _numbers(values: Sequence[Any], kind: str) -> tuple[np.ndarray, np.ndarray]:
             continue
         if kind == "bool":
             ok = isinstance(v, (bool, np.bool_))
-        elif kind == "int":
-            ok = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
         else:
             ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
                 v, (bool, np.bool_)

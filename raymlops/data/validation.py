@@ -30,13 +30,11 @@ MAX_EXAMPLES = 5
 #: columns pandas adds to Parquet files for a non-default index; they are not data
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
 # The one coercion policy, shared with the HTTP contract (raymlops.contract): a typed value must
-# have the declared type; text (a CSV cell) is parsed by the JSON literal rules of that type, so
-# an int is written without a fraction ("32", not "32.0") and a bool is true or false (any case),
-# never 1, "yes" or "t". A typed float column may hold an int column's values (ints with nulls
-# are stored as floats), as long as each value is whole.
+# have the declared type; text (a CSV cell) is parsed by the same rules: a float is a number, an
+# int a whole number (32 or 32.0, as JSON Schema's integer; 32.5 is refused), a bool is true or
+# false (any case), never 1, "yes" or "t"; a number is never a bool nor a bool a number.
 _TRUE = {"true"}
 _FALSE = {"false"}
-_INT_TEXT = r"^[+-]?\d+$"
 
 
 @dataclass
@@ -201,8 +199,6 @@ def _parse_numbers(
             ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
                 v, (bool, np.bool_)
             )
-            if kind == "int":
-                ok = ok and isinstance(v, (int, np.integer))
             if ok:
                 values[i] = float(v)
             wrong[i] = not ok
@@ -214,8 +210,6 @@ def _parse_numbers(
     text = series.astype("string").str.strip().where(text_cells)
     parsed = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
     bad_text = text_cells & np.isnan(parsed)
-    if kind == "int":
-        bad_text |= text_cells & ~text.str.match(_INT_TEXT).fillna(False).to_numpy(dtype=bool)
     values = np.where(text_cells, parsed, values)
     return values, wrong | bad_text
 

@@ -179,14 +179,17 @@ def test_the_openapi_model_is_the_decoders_type() -> None:
     assert row["required"] == ["score", "tenure", "autopay", "plan", "channel"]
     assert row["additionalProperties"] is False
     assert row["properties"]["tenure"]["minimum"] == 0
+    assert row["properties"]["tenure"]["type"] == "integer"
     assert row["properties"]["plan"]["enum"] == ["basic", "pro", "enterprise"]
     assert "role id" in row["properties"]["customer_id"]["description"]
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("score", "55.5"), ("tenure", 32.0), ("autopay", 1), ("autopay", "yes"), ("plan", 3)],
-    ids=["float-from-string", "int-from-float", "bool-from-int", "bool-from-word", "cat-int"],
+    [("score", "55.5"), ("tenure", 32.5), ("tenure", "32"), ("autopay", 1), ("autopay", "yes"),
+     ("plan", 3)],
+    ids=["float-from-string", "int-with-fraction", "int-from-string", "bool-from-int",
+         "bool-from-word", "cat-int"],
 )
 def test_typed_values_must_have_the_declared_type(field: str, value: object) -> None:
     row = {"score": 1.0, "tenure": 3, "autopay": True, "plan": "pro", "channel": "web"}
@@ -194,6 +197,15 @@ def test_typed_values_must_have_the_declared_type(field: str, value: object) -> 
         CONTRACT.decode(json.dumps({"instances": [row, {**row, field: value}]}).encode())
     assert refused.value.status == 422
     assert (refused.value.details[0]["row"], refused.value.details[0]["field"]) == (1, field)
+
+
+def test_an_int_is_a_whole_number_as_json_schema_says() -> None:
+    """JSON Schema's integer accepts 32.0, so the contract does too (the spec and the server agree)."""
+    row = {"score": 1.0, "tenure": 32.0, "autopay": True, "plan": "pro", "channel": "web"}
+    columns = CONTRACT.decode(json.dumps({"instances": [row]}).encode())
+    assert columns.data["tenure"].tolist() == [32.0]
+    _, report = CONTRACT.from_records([row])
+    assert report.ok, report.render()
 
 
 def test_id_and_timestamp_columns_are_optional() -> None:

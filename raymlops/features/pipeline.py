@@ -307,33 +307,35 @@ class CompiledTransform:
         self.width = position
 
     def __call__(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
-        out = np.zeros((n, self.width), dtype=np.float64)
+        # built feature-major, (features, n), so every column is written and computed
+        # contiguously, then turned into the row-major matrix the models read
+        out = np.zeros((self.width, n), dtype=np.float64)
         if self._numeric:
-            values = np.empty((n, len(self._numeric)), dtype=np.float64)
+            values = np.empty((len(self._numeric), n), dtype=np.float64)
             for j, (name, source, _) in enumerate(self._numeric):
                 column = columns[name]
                 if source == "datetime":
                     nanos = column.view(np.int64).astype(np.float64)
                     nanos[np.isnat(column)] = np.nan
-                    values[:, j] = nanos / _NS_PER_DAY
+                    values[j] = nanos / _NS_PER_DAY
                 else:
-                    values[:, j] = column
+                    values[j] = column
             missing = np.isnan(values)
-            scaled = (values - self._means) / self._stds
-            out[:, self._numeric_at] = np.where(missing, 0.0, scaled)
+            scaled = (values - self._means[:, None]) / self._stds[:, None]
+            out[self._numeric_at] = np.where(missing, 0.0, scaled)
             if len(self._flag_at):
-                out[:, self._flag_at] = missing[:, self._flag_from]
+                out[self._flag_at] = missing[self._flag_from]
         for name, start, cats, other, indicator in self._categories:
             labels = columns[name]
             missing = np.equal(labels, None)
             for i, category in enumerate(cats):
-                out[:, start + i] = labels == category
+                out[start + i] = labels == category
             if other:
                 known = np.isin(labels, cats)
-                out[:, start + len(cats)] = ~known & ~missing
+                out[start + len(cats)] = ~known & ~missing
             if indicator is not None:
-                out[:, indicator] = missing
-        return out
+                out[indicator] = missing
+        return np.ascontiguousarray(out.T)
 
 
 def _json_default(value: Any) -> Any:

@@ -16,14 +16,16 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from raymlops.contract import Columns, RequestContract, contract_for
 from raymlops.data.validation import validate_frame
 from raymlops.errors import DataValidationError, IntegrityError
-from raymlops.features.pipeline import FeaturePipeline
+from raymlops.features.pipeline import CompiledTransform, FeaturePipeline, float_values
 from raymlops.registry.store import Registry
 from raymlops.schema import Schema
 from raymlops.training.models import load_model, predict_scores
@@ -70,7 +72,48 @@ class Predictor:
 
     def predict(self, typed: pd.DataFrame) -> Prediction:
         """Predict typed rows (see :meth:`validate`)."""
-        scores = self.scores(typed)
+        return self._answer(self.scores(typed))
+
+    # -- the online path: numpy columns, no pandas ------------------------------------------------
+
+    @cached_property
+    def contract(self) -> RequestContract:
+        """This version's request contract (decoder and numpy validator of its schema)."""
+        return contract_for(self.schema)
+
+    @cached_property
+    def compiled(self) -> CompiledTransform:
+        return self.pipeline.compile()
+
+    def features(self, columns: Columns) -> np.ndarray:
+        """Checked columns -> the feature matrix (the same numbers as the pandas transform)."""
+        return self.compiled(columns.data, columns.n)
+
+    def typed_columns(self, typed: pd.DataFrame) -> Columns:
+        """Rows typed by :meth:`validate` (a data file's) -> the columns of the online path, so
+        batch inference runs the same numpy kernels as serving."""
+        data: dict[str, np.ndarray] = {}
+        for name in self.contract.columns:
+            kind = self.schema.columns[name].type
+            column = typed[name] if name in typed else pd.Series([None] * len(typed))
+            if kind in ("float", "int", "bool"):
+                data[name] = float_values(column, kind)
+            elif kind == "datetime":
+                stamps = pd.to_datetime(column, utc=True).dt.tz_localize(None)
+                data[name] = stamps.to_numpy(dtype="datetime64[ns]")
+            else:
+                data[name] = column.astype(object).where(column.notna(), None).to_numpy()
+        return Columns(len(typed), data, self.contract.digest)
+
+    def predict_columns(self, columns: Columns) -> Prediction:
+        """Predict columns decoded or checked by this version's contract (not validated again,
+        unless they were checked against another schema)."""
+        columns = self.contract.check(columns)
+        x = self.features(columns)
+        scores = predict_scores(self.model, self.kind, self.schema.task, x, self.n_classes)
+        return self._answer(scores)
+
+    def _answer(self, scores: np.ndarray) -> Prediction:
         if self.schema.task == "classification":
             labels = self.pipeline.target.decode(scores.argmax(axis=1))
             return Prediction(labels, scores, scores)

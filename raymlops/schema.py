@@ -28,7 +28,7 @@ from raymlops.config import ColumnSpec, ProjectConfig
 if TYPE_CHECKING:
     from evidently import DataDefinition
 
-__all__ = ["Schema"]
+__all__ = ["Schema", "describe_column"]
 
 Task = Literal["classification", "regression"]
 
@@ -137,7 +137,7 @@ class Schema:
                 default: Any = None
             else:
                 default = ...
-            description = spec.description or _describe(spec)
+            description = spec.description or describe_column(spec)
             fields[column] = (annotation, Field(default, description=description, **constraints))
         extra = "ignore" if self.extra == "ignore" else "forbid"
         return create_model(  # type: ignore[call-overload]
@@ -225,8 +225,9 @@ def _field_type(spec: ColumnSpec) -> tuple[Any, dict[str, Any]]:
     return str, constraints
 
 
-def _describe(spec: ColumnSpec) -> str:
-    parts = [spec.type]
+def describe_column(spec: ColumnSpec) -> str:
+    """A column's rule in words (the OpenAPI description of its field)."""
+    parts = [spec.type if spec.type != "datetime" else "datetime (ISO 8601)"]
     if spec.min is not None or spec.max is not None:
         low = "-inf" if spec.min is None else f"{spec.min:g}"
         high = "inf" if spec.max is None else f"{spec.max:g}"
@@ -235,7 +236,8 @@ def _describe(spec: ColumnSpec) -> str:
         parts.append("one of " + ", ".join(spec.categories))
         if spec.unknown == "ignore":
             parts.append("(others accepted as 'other')")
-    parts.append("nullable" if spec.nullable else "required")
+    optional = spec.nullable or spec.effective_role in ("id", "timestamp", "ignore")
+    parts.append("nullable" if optional else "required")
     if spec.effective_role != "feature":
-        parts.append(f"role {spec.effective_role}")
+        parts.append(f"role {spec.effective_role} (not a feature; may be left out)")
     return ", ".join(parts)

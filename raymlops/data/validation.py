@@ -24,13 +24,17 @@ import pandas as pd
 from raymlops.config import ColumnSpec
 from raymlops.schema import Schema
 
-__all__ = ["ColumnIssue", "ValidationReport", "validate_frame"]
+__all__ = ["ColumnIssue", "ValidationReport", "expected_text", "validate_frame"]
 
 MAX_EXAMPLES = 5
 #: columns pandas adds to Parquet files for a non-default index; they are not data
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
+# The one coercion policy, shared with the HTTP contract (raymlops.contract): a typed value must
+# have the declared type; text (a CSV cell) is parsed by the same rules: a float is a number, an
+# int a whole number (32 or 32.0, as JSON Schema's integer; 32.5 is refused), a bool is true or
+# false (any case), never 1, "yes" or "t"; a number is never a bool nor a bool a number.
+_TRUE = {"true"}
+_FALSE = {"false"}
 
 
 @dataclass
@@ -152,7 +156,8 @@ def _present(series: pd.Series) -> np.ndarray:
     return present
 
 
-def _expected(spec: ColumnSpec) -> str:
+def expected_text(spec: ColumnSpec) -> str:
+    """What a column's values must be, as reports say it (shared with the request contract)."""
     if spec.type in ("float", "int"):
         low = "-inf" if spec.min is None else f"{spec.min:g}"
         high = "inf" if spec.max is None else f"{spec.max:g}"
@@ -164,24 +169,57 @@ def _expected(spec: ColumnSpec) -> str:
     return spec.type
 
 
-def _parse_numbers(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers as float64, and the mask of present cells that are not numbers."""
+def _typed_value(value: object) -> bool:
+    """A present cell that is not text (a Python or NumPy value of a dict row)."""
+    if value is None or value is pd.NA or value is pd.NaT or isinstance(value, str):
+        return False
+    return not (isinstance(value, (float, np.floating)) and value != value)
+
+
+def _parse_numbers(
+    series: pd.Series, present: np.ndarray, kind: str = "float"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers as float64, and the mask of present cells that are not numbers (of ``kind``)."""
     if pd.api.types.is_bool_dtype(series):
         return np.full(len(series), np.nan), present.copy()
     if pd.api.types.is_numeric_dtype(series):
         values = series.astype("float64").to_numpy(copy=True)
         return values, np.zeros(len(series), dtype=bool)
-    text = series.astype("string").str.strip()
-    values = pd.to_numeric(text.where(present), errors="coerce").astype("float64").to_numpy()
-    return values, present & np.isnan(values)
+    if series.dtype == object:
+        typed_cells = np.array([_typed_value(v) for v in series.to_numpy()], dtype=bool)
+    else:
+        typed_cells = np.zeros(len(series), dtype=bool)
+    if typed_cells.any():
+        # Python values in an object column (rows from dicts): typed, so no text parsing
+        values = np.full(len(series), np.nan)
+        raw = series.to_numpy()
+        wrong = np.zeros(len(series), dtype=bool)
+        for i in np.flatnonzero(typed_cells):
+            v = raw[i]
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                v, (bool, np.bool_)
+            )
+            if ok:
+                values[i] = float(v)
+            wrong[i] = not ok
+        text_cells = present & ~typed_cells
+    else:
+        values = np.full(len(series), np.nan)
+        wrong = np.zeros(len(series), dtype=bool)
+        text_cells = present
+    text = series.astype("string").str.strip().where(text_cells)
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+    bad_text = text_cells & np.isnan(parsed)
+    values = np.where(text_cells, parsed, values)
+    return values, wrong | bad_text
 
 
 def _coerce_column(series: pd.Series, spec: ColumnSpec, name: str, out: _Collector) -> pd.Series:
     present = _present(series)
-    expected = _expected(spec)
+    expected = expected_text(spec)
     index = series.index
     if spec.type in ("float", "int"):
-        values, wrong = _parse_numbers(series, present)
+        values, wrong = _parse_numbers(series, present, spec.type)
         finite = np.isfinite(values)
         not_finite = present & ~wrong & ~np.isnan(values) & ~finite
         if spec.type == "int":
@@ -269,6 +307,11 @@ def validate_frame(
     typed: dict[str, pd.Series] = {}
     for name in expected_columns:
         spec = schema.columns[name]
+        # id, timestamp and ignored columns are not features: rows to predict may leave them out
+        optional = not require_target and spec.effective_role in ("id", "timestamp", "ignore")
+        if name not in frame.columns and optional:
+            typed[name] = pd.Series([None] * n, dtype=object)
+            continue
         if name not in frame.columns:
             out.issues.append(
                 ColumnIssue(name, "missing column", f"a column {name!r} ({spec.type})", n, [])
@@ -276,7 +319,7 @@ def validate_frame(
             continue
         is_target = name == schema.target
         column = _coerce_column(frame[name], spec, name, out)
-        if not spec.nullable or is_target:
+        if (not spec.nullable and not optional) or is_target:
             nulls = ~_present(frame[name])
             expected = "a value (the target)" if is_target else "a value (or set nullable: true)"
             out.add(name, "null in non-nullable column", expected, nulls)

@@ -34,7 +34,14 @@ import pandas as pd
 
 from raymlops.schema import Schema
 
-__all__ = ["ColumnStats", "FeaturePipeline", "TargetEncoder", "numeric_view"]
+__all__ = [
+    "ColumnStats",
+    "CompiledTransform",
+    "FeaturePipeline",
+    "TargetEncoder",
+    "float_values",
+    "numeric_view",
+]
 
 MAX_LEARNED_CATEGORIES = 50
 OTHER = "__other__"
@@ -69,6 +76,11 @@ def numeric_view(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         else:
             out[name] = _as_float(column, kind)
     return pd.DataFrame(out, index=frame.index)
+
+
+def float_values(column: pd.Series, kind: str) -> np.ndarray:
+    """A float, int, bool or datetime column as float64 (NaN where missing; datetimes in days)."""
+    return _as_float(column, kind)
 
 
 def _as_float(column: pd.Series, kind: str) -> np.ndarray:
@@ -222,6 +234,10 @@ class FeaturePipeline:
         matrix = np.column_stack(blocks) if blocks else np.zeros((n, 0))
         return pd.DataFrame(matrix, columns=self.feature_names, index=frame.index)
 
+    def compile(self) -> CompiledTransform:
+        """The same transform over numpy columns (the online path: no pandas per request)."""
+        return CompiledTransform(self)
+
     # -- persistence (JSON, never pickle) -------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +262,80 @@ class FeaturePipeline:
             target=TargetEncoder(payload["target"]["task"], payload["target"]["classes"]),
             stats={k: ColumnStats(**v) for k, v in payload["stats"].items()},
         )
+
+
+class CompiledTransform:
+    """:meth:`FeaturePipeline.transform` over numpy columns, with the same arithmetic.
+
+    Input columns are those of :class:`raymlops.contract.Columns`: float64 with NaN for
+    numbers and bools, ``datetime64[ns]`` for datetimes, object arrays of ``str``/``None`` for
+    categories. Every standardised column is computed in one vectorised step over an
+    ``(n, k)`` matrix, with the element-wise operations of the pandas transform (so the output
+    is bit for bit the same), and written into a preallocated ``(n, features)`` matrix.
+    """
+
+    def __init__(self, pipeline: FeaturePipeline) -> None:
+        self.feature_names = pipeline.feature_names
+        numeric: list[tuple[str, str, int]] = []
+        means, stds, indicators = [], [], []
+        categories: list[tuple[str, int, list[str], bool, int | None]] = []
+        position = 0
+        for enc in pipeline.encodings:
+            if enc.kind == "category":
+                start = position
+                position += len(enc.categories) + int(enc.other)
+                indicator = position if enc.missing_indicator else None
+                categories.append((enc.name, start, list(enc.categories), enc.other, indicator))
+            else:
+                numeric.append((enc.name, enc.source_type, position))
+                means.append(enc.mean)
+                stds.append(enc.std)
+                position += 1
+                indicators.append(position if enc.missing_indicator else -1)
+            position += int(enc.missing_indicator)
+        self._numeric = numeric
+        self._numeric_at = np.array([p for _, _, p in numeric], dtype=np.intp)
+        self._means = np.array(means, dtype=np.float64)
+        self._stds = np.array(stds, dtype=np.float64)
+        flagged = np.array(indicators, dtype=np.intp)
+        self._flag_from = np.flatnonzero(flagged >= 0)
+        self._flag_at = flagged[flagged >= 0]
+        self._categories = [
+            (name, start, np.asarray(cats, dtype=object), other, indicator)
+            for name, start, cats, other, indicator in categories
+        ]
+        self.width = position
+
+    def __call__(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+        # built feature-major, (features, n), so every column is written and computed
+        # contiguously, then turned into the row-major matrix the models read
+        out = np.zeros((self.width, n), dtype=np.float64)
+        if self._numeric:
+            values = np.empty((len(self._numeric), n), dtype=np.float64)
+            for j, (name, source, _) in enumerate(self._numeric):
+                column = columns[name]
+                if source == "datetime":
+                    nanos = column.view(np.int64).astype(np.float64)
+                    nanos[np.isnat(column)] = np.nan
+                    values[j] = nanos / _NS_PER_DAY
+                else:
+                    values[j] = column
+            missing = np.isnan(values)
+            scaled = (values - self._means[:, None]) / self._stds[:, None]
+            out[self._numeric_at] = np.where(missing, 0.0, scaled)
+            if len(self._flag_at):
+                out[self._flag_at] = missing[self._flag_from]
+        for name, start, cats, other, indicator in self._categories:
+            labels = columns[name]
+            missing = np.equal(labels, None)
+            for i, category in enumerate(cats):
+                out[start + i] = labels == category
+            if other:
+                known = np.isin(labels, cats)
+                out[start + len(cats)] = ~known & ~missing
+            if indicator is not None:
+                out[indicator] = missing
+        return np.ascontiguousarray(out.T)
 
 
 def _json_default(value: Any) -> Any:

@@ -53,11 +53,11 @@ from raymlops.monitoring.policy import (
 )
 from raymlops.registry import Registry
 from raymlops.schema import Schema
+from raymlops.serving.monitor_sink import NAMESPACE, find_monitor, monitor_name
 from raymlops.storage import Storage
 
-__all__ = ["MonitorSink", "get_monitor", "monitor_name", "start_monitor", "stop_monitor"]
+__all__ = ["get_monitor", "monitor_name", "start_monitor", "stop_monitor"]
 
-NAMESPACE = "raymlops"
 _log = logging.getLogger("raymlops.monitoring")
 #: cut windows that may wait for the worker; more are dropped and counted
 _MAX_PENDING = 4
@@ -69,10 +69,6 @@ class _Reference(NamedTuple):
     profile: Any  # raymlops.monitoring.drift.ReferenceProfile
     frame: pd.DataFrame
     schema: Schema
-
-
-def monitor_name(model: str) -> str:
-    return f"monitor:{model}"
 
 
 class DriftMonitor:
@@ -415,10 +411,7 @@ def start_monitor(config_path: str | Path, *, follow_s: float = 2.0) -> Any:
 
 def get_monitor(model: str) -> Any | None:
     """The running monitor of ``model`` on the connected Ray, or None."""
-    try:
-        return ray.get_actor(monitor_name(model), namespace=NAMESPACE)
-    except ValueError:
-        return None
+    return find_monitor(model)
 
 
 def stop_monitor(model: str) -> dict[str, Any] | None:
@@ -429,35 +422,3 @@ def stop_monitor(model: str) -> dict[str, Any] | None:
     status = ray.get(monitor.stop.remote(), timeout=60)
     ray.kill(monitor, no_restart=True)
     return status
-
-
-class MonitorSink:
-    """A prediction-log sink (see :mod:`raymlops.serving.prediction_log`) feeding the monitor.
-
-    Rows go to the actor without waiting for it. While no monitor runs, rows are counted as
-    ``unmonitored_rows`` (the Parquet sink still keeps them); the actor is looked up again
-    every ``lookup_s`` seconds.
-    """
-
-    def __init__(self, model: str, *, lookup_s: float = 5.0) -> None:
-        self.model = model
-        self.lookup_s = lookup_s
-        self.unmonitored_rows = 0
-        self._monitor: Any | None = None
-        self._looked_up = float("-inf")
-
-    def write(self, rows: pd.DataFrame) -> None:
-        if self._monitor is None and time.monotonic() - self._looked_up >= self.lookup_s:
-            self._looked_up = time.monotonic()
-            self._monitor = get_monitor(self.model)
-        if self._monitor is None:
-            self.unmonitored_rows += len(rows)
-            return
-        try:
-            self._monitor.ingest.remote(rows)
-        except Exception:  # the actor is gone for good: look it up again later
-            self._monitor = None
-            self.unmonitored_rows += len(rows)
-
-    def flush(self, *, force: bool = False) -> None:
-        return None

@@ -35,34 +35,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from raymlops.config import ServingConfig
+from raymlops.contract import Columns, RequestContract, RequestRejected, report_details
 from raymlops.errors import DataValidationError
-from raymlops.predictor import Predictor
+from raymlops.predictor import Prediction, Predictor
 from raymlops.schema import Schema
 
 __all__ = [
     "AccessRecord",
     "Backend",
+    "ErrorResponse",
     "LocalBackend",
     "PredictOutput",
     "ServiceOverloaded",
     "SplitBackend",
     "create_app",
     "log_access",
+    "predict_columns",
     "predict_frame",
     "predict_records",
     "records_frame",
 ]
 
-_OPEN_PATHS = {"/healthz", "/readyz"}
 
 
 @dataclass(frozen=True)
@@ -76,18 +81,29 @@ class PredictOutput:
 
 
 class Backend(Protocol):
-    """Answers predictions for validated rows; reports which version it serves."""
+    """Answers predictions for checked rows (:class:`~raymlops.contract.Columns`); reports
+    which version it serves."""
 
-    async def predict(
-        self, records: list[dict[str, Any]], request_id: str | None = None
-    ) -> PredictOutput: ...
+    async def predict(self, rows: Columns, request_id: str | None = None) -> PredictOutput: ...
 
     async def status(self) -> dict[str, Any]: ...
 
 
+def predict_columns(predictor: Predictor, columns: Columns) -> PredictOutput:
+    """Checked columns -> the predictor's answer (the online path: numpy, no pandas)."""
+    return _output(predictor, predictor.predict_columns(columns))
+
+
 def predict_records(predictor: Predictor, records: list[dict[str, Any]]) -> PredictOutput:
-    """Rows (as dicts) -> the predictor's answer, through the version's own validator."""
-    return predict_frame(predictor, records_frame(predictor, records))
+    """Rows (as dicts) -> the predictor's answer, checked by the version's own contract.
+
+    Raises:
+        DataValidationError: a row breaks the schema (the report names field and row).
+    """
+    columns, report = predictor.contract.from_records(records)
+    if not report.ok:
+        raise DataValidationError(report.render(), report=report)
+    return predict_columns(predictor, columns)
 
 
 def records_frame(predictor: Predictor, records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -96,9 +112,12 @@ def records_frame(predictor: Predictor, records: list[dict[str, Any]]) -> pd.Dat
 
 
 def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> PredictOutput:
-    """Raw input rows -> the predictor's answer, through the version's own validator."""
-    typed = predictor.validate(frame)
-    prediction = predictor.predict(typed)
+    """Raw input rows -> the predictor's answer, through the version's pandas validator (the
+    path of data files; the online path is :func:`predict_columns`)."""
+    return _output(predictor, predictor.predict(predictor.validate(frame)))
+
+
+def _output(predictor: Predictor, prediction: Prediction) -> PredictOutput:
     probabilities = None if prediction.probabilities is None else prediction.probabilities.tolist()
     classes = (
         list(predictor.pipeline.target.classes) if prediction.probabilities is not None else None
@@ -116,10 +135,8 @@ class LocalBackend:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
 
-    async def predict(
-        self, records: list[dict[str, Any]], request_id: str | None = None
-    ) -> PredictOutput:
-        return predict_records(self.predictor, records)
+    async def predict(self, rows: Columns, request_id: str | None = None) -> PredictOutput:
+        return predict_columns(self.predictor, rows)
 
     async def status(self) -> dict[str, Any]:
         return {"ready": True, "model_version": self.predictor.version}
@@ -151,9 +168,7 @@ class SplitBackend:
         digest = hashlib.sha256(request_id.encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < self.fraction
 
-    async def predict(
-        self, records: list[dict[str, Any]], request_id: str | None = None
-    ) -> PredictOutput:
+    async def predict(self, records: Columns, request_id: str | None = None) -> PredictOutput:
         if self.shadow:
             task = asyncio.create_task(self._shadow(records, request_id))
             self._shadow_tasks.add(task)
@@ -162,7 +177,7 @@ class SplitBackend:
         chosen = self.canary if self.routes_to_canary(request_id) else self.champion
         return await chosen.predict(records, request_id)
 
-    async def _shadow(self, records: list[dict[str, Any]], request_id: str | None) -> None:
+    async def _shadow(self, records: Columns, request_id: str | None) -> None:
         try:
             await self.canary.predict(records, request_id)
         except Exception:  # the caller already has the champion's answer
@@ -368,6 +383,51 @@ def _details(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]
     return 422, f"{where}field {first['field']}: {first['message']}", details
 
 
+class ErrorDetail(BaseModel):
+    row: int | None = None
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: int
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorBody
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+    classes: list[Any] | None = None
+    model_version: str
+
+
+_ERRORS = {
+    400: "malformed JSON",
+    401: "missing or wrong API key",
+    404: "no such model (the path names one of the served models)",
+    405: "method not allowed (predict is POST)",
+    413: "body over the limit",
+    415: "content type is not application/json",
+    422: "a row breaks the schema: the details name field and row",
+    503: "no model loaded yet, or overloaded (Retry-After)",
+    504: "the model did not answer in time",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": ErrorResponse, "description": _ERRORS[c]} for c in codes}
+
+
+_encode = msgspec.json.encode
+
+
 def create_app(
     *,
     name: str,
@@ -378,32 +438,33 @@ def create_app(
     backend_key: str | None = None,
     observer: Callable[[AccessRecord], None] | None = None,
     echo_request_id: bool = True,
+    examples: list[dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The FastAPI app for model ``name``.
 
     The backend is ``backend``, or the one attached later under ``backend_key`` with
     :func:`attach_backend` in the process that serves the app (a Serve replica).
     ``echo_request_id=False`` where a proxy in front already returns ``X-Request-Id`` (Serve's
-    proxy does, and forwards the id it uses to the app, which logs it).
-    """
-    Row = schema.row_model(f"{name.replace('-', '_').title()}Row")
-    PredictRequest = create_model(
-        "PredictRequest",
-        __config__={"extra": "forbid"},
-        instances=(
-            list[Row],
-            Field(min_length=1, max_length=serving.max_instances, description="rows to predict"),
-        ),
-    )
+    proxy does, and forwards the id it uses to the app, which logs it). ``examples`` are rows
+    shown on ``/docs`` (the ones that pass the schema).
 
-    class PredictResponse(BaseModel):
-        predictions: list[Any]
-        probabilities: list[list[float]] | None = None
-        classes: list[Any] | None = None
-        model_version: str
+    The request body is decoded by the schema's :class:`~raymlops.contract.RequestContract`:
+    its decoder checks the rows, and its type is the request model of ``/openapi.json``.
+    """
+    contract = RequestContract(
+        schema, max_instances=serving.max_instances, name=f"{name.replace('-', '_').title()}Row"
+    )
+    request_ref, components = contract.json_schema()
+    valid_examples = [
+        row for row in (examples or []) if contract.from_records([row])[1].ok
+    ][:3]
+    body_schema: dict[str, Any] = {"schema": request_ref}
+    if valid_examples:
+        body_schema["example"] = {"instances": valid_examples}
 
     auth_note = (
-        "Every endpoint but /healthz and /readyz needs `Authorization: Bearer <key>` or `X-API-Key`."
+        "Every endpoint but /, /healthz and /readyz needs `Authorization: Bearer <key>` or "
+        "`X-API-Key`."
         if api_key
         else "No API key is configured: the server only binds 127.0.0.1 by default."
     )
@@ -465,11 +526,16 @@ def create_app(
     async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
         return _error(404, f"no model {exc.args[0]!r}; this server serves {name!r}")
 
+    @app.get("/", tags=["health"])
+    async def alive() -> dict[str, str]:
+        """KServe V1 liveness."""
+        return {"status": "alive"}
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses=_responses(503))
     async def readyz() -> JSONResponse:
         try:
             status = await _backend().status()
@@ -479,57 +545,98 @@ def create_app(
             {"ready": bool(status.get("ready")), "model_version": status.get("model_version")}
         )
 
-    @app.get("/v1/models/{model}", dependencies=[Depends(require_key)], tags=["models"])
-    async def model_status(model: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/models", dependencies=[Depends(require_key)], tags=["models"],
+        responses=_responses(401),
+    )
+    async def list_models() -> dict[str, list[str]]:
+        """KServe V1: the served models."""
+        return {"models": [name]}
+
+    @app.get(
+        "/v1/models/{model}",
+        dependencies=[Depends(require_key)],
+        tags=["models"],
+        responses=_responses(401, 404, 405, 503),
+    )
+    async def model_status(model: str) -> Any:
+        if model.endswith(":predict"):
+            return _error(405, "predict takes POST", Allow="POST")
         _check_name(model)
         status = await _backend().status()
         canary = serving.canary.model_dump() if serving.canary.version else None
-        return {
+        answer = {
             "name": name,
             "ready": bool(status.get("ready")),
             "model_version": status.get("model_version"),
             "canary": canary,
         }
+        if status.get("prediction_log") is not None:  # the counts of the replica that answered
+            answer["prediction_log"] = status["prediction_log"]
+        return answer
 
     @app.post(
         "/v1/models/{model}:predict",
         response_model=PredictResponse,
         dependencies=[Depends(require_key)],
         tags=["models"],
-        responses={400: {}, 401: {}, 404: {}, 413: {}, 415: {}, 422: {}, 503: {}, 504: {}},
+        responses=_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": body_schema}}
+        },
     )
-    async def predict(model: str, body: PredictRequest, request: Request) -> Any:  # type: ignore[valid-type]
-        _check_name(model)
-        records = [row.model_dump() for row in body.instances]  # type: ignore[attr-defined]
-        request.state.rows = len(records)
+    async def predict(model: str, request: Request) -> Any:
+        _check_name(model)  # an unknown model is 404 whatever the body holds
         try:
+            body = await request.body()
+        except ClientDisconnect:  # the guard refused the body (413) and already answered
+            return _error(400, "the body was not received")
+        try:
+            rows = contract.decode(body)
             output = await asyncio.wait_for(
-                _backend().predict(records, request.state.request_id),
+                _backend().predict(rows, request.state.request_id),
                 timeout=serving.request_timeout_s,
             )
+        except RequestRejected as exc:
+            return _error(exc.status, exc.message, exc.details)
         except DataValidationError as exc:
-            report = exc.report
-            details = []
-            for issue in getattr(report, "issues", []):
-                for row, value in issue.examples:
-                    details.append(
-                        {
-                            "row": row - 1,
-                            "field": issue.column,
-                            "message": f"{issue.problem}: {value}",
-                        }
-                    )
+            details = report_details(exc.report) if exc.report is not None else []
             return _error(422, str(exc).splitlines()[-1].strip(), details)
         except ServiceOverloaded:
             return _error(503, "the model is overloaded; retry shortly", **{"Retry-After": "1"})
         except TimeoutError:
             return _error(504, f"the model did not answer within {serving.request_timeout_s}s")
+        # counted as predicted only once answered
+        request.state.rows = len(rows)
         request.state.model_version = output.model_version
-        return {
-            "predictions": output.predictions,
-            "probabilities": output.probabilities,
-            "classes": output.classes,
-            "model_version": output.model_version,
-        }
+        return Response(
+            _encode(
+                {
+                    "predictions": output.predictions,
+                    "probabilities": output.probabilities,
+                    "classes": output.classes,
+                    "model_version": output.model_version,
+                }
+            ),
+            media_type="application/json",
+        )
 
+    def openapi() -> dict[str, Any]:
+        # the request model is the decoder's own type (msgspec), so the page cannot disagree
+        # with what the server accepts; {model} is one of the served names
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            for path in spec["paths"].values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter.get("name") == "model" and parameter.get("in") == "path":
+                            parameter["schema"] = {"type": "string", "enum": [name]}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -22,20 +22,22 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import sys
 import threading
 import uuid
 from typing import Any
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from raymlops.config import CHALLENGER, ProjectConfig, load_config
-from raymlops.errors import ConfigError, DataValidationError, RegistryError
-from raymlops.predictor import load_predictor
+from raymlops.contract import Columns, RequestRejected
+from raymlops.errors import ConfigError, RegistryError
+from raymlops.predictor import load_predictor, read_reference
 from raymlops.registry import Registry
 from raymlops.serving.api import (
     AccessRecord,
@@ -45,10 +47,9 @@ from raymlops.serving.api import (
     attach_backend,
     create_app,
     log_access,
-    predict_frame,
-    predict_records,
-    records_frame,
+    predict_columns,
 )
+from raymlops.serving.monitor_sink import MonitorSink
 from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
 from raymlops.serving.push import AliasListener
 from raymlops.storage import Storage
@@ -121,8 +122,6 @@ class ModelDeployment:
                 flush_rows=prediction_log["flush_rows"],
                 flush_s=prediction_log["flush_s"],
             )
-            from raymlops.monitoring.monitor import MonitorSink
-
             self._prediction_log = PredictionLog(
                 [sink, MonitorSink(name)], max_queue_rows=prediction_log["max_queue_rows"]
             )
@@ -186,17 +185,17 @@ class ModelDeployment:
             log.close()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def predict_batch(
-        self, requests: list[tuple[list[dict[str, Any]], str | None]]
-    ) -> list[dict[str, Any]]:
+    async def predict_batch(self, requests: list[tuple[Columns, str | None]]) -> list[dict[str, Any]]:
+        # rows arrive decoded and checked by the schema's contract at the ingress: they are not
+        # validated again here (unless a swap changed the schema, see Predictor.predict_columns)
         predictor = self.predictor  # the whole batch is answered by one version
-        frame = records_frame(predictor, [row for rows, _ in requests for row in rows])
+        batch = Columns.concat([rows for rows, _ in requests])
         try:
-            combined = predict_frame(predictor, frame)
-        except DataValidationError:
+            combined = predict_columns(predictor, batch)
+        except RequestRejected:
             # one bad request must not fail the others batched with it
             return [self._one(predictor, rows, request_id) for rows, request_id in requests]
-        self._log_batch(requests, combined, frame)
+        self._log_batch(requests, combined, batch)
         answers, start = [], 0
         for rows, _ in requests:
             end = start + len(rows)
@@ -214,41 +213,34 @@ class ModelDeployment:
 
     def _log_batch(
         self,
-        requests: list[tuple[list[dict[str, Any]], str | None]],
+        requests: list[tuple[Columns, str | None]],
         output: PredictOutput,
-        frame: pd.DataFrame | None = None,
+        batch: Columns,
     ) -> None:
         if self._prediction_log is None:
             return
         self._prediction_log.offer(
             ServedBatch(
-                # the frame the batch was answered from: not built again from the records
-                records=frame if frame is not None else [row for rows, _ in requests for row in rows],
+                # the columns the batch was answered from: a frame is built in the background
+                records=batch,
                 predictions=output.predictions,
                 probabilities=output.probabilities,
                 classes=output.classes,
                 model_version=output.model_version,
-                request_ids=[request_id for rows, request_id in requests for _ in rows],
+                request_ids=[request_id for rows, request_id in requests for _ in range(len(rows))],
                 logged_at=dt.datetime.now(dt.timezone.utc),
             )
         )
 
-    def _one(
-        self, predictor: Any, rows: list[dict[str, Any]], request_id: str | None
-    ) -> dict[str, Any]:
+    def _one(self, predictor: Any, rows: Columns, request_id: str | None) -> dict[str, Any]:
         try:
-            output = predict_records(predictor, rows)
-        except DataValidationError as exc:
-            return {
-                "error": str(exc),
-                "report": exc.report.to_dict() if exc.report is not None else None,
-            }
-        self._log_batch([(rows, request_id)], output)
+            output = predict_columns(predictor, rows)
+        except RequestRejected as exc:
+            return {"error": exc.message, "status": exc.status, "details": exc.details}
+        self._log_batch([(rows, request_id)], output, rows)
         return output.__dict__
 
-    async def predict(
-        self, rows: list[dict[str, Any]], request_id: str | None = None
-    ) -> dict[str, Any]:
+    async def predict(self, rows: Columns, request_id: str | None = None) -> dict[str, Any]:
         return await self.predict_batch((rows, request_id))
 
     def status(self) -> dict[str, Any]:
@@ -302,8 +294,27 @@ class ServeMetrics:
         if record.status >= 400:
             errors.inc(tags={**tags, "status": str(record.status)})
         latency.observe(record.latency_s, tags=tags)
-        if record.rows:
+        if record.rows and record.status < 400:  # rows of refused requests were not predicted
             rows.inc(record.rows, tags=tags)
+
+
+def write_access_log_to_stderr() -> None:
+    """Send ``raymlops.access`` lines to the process's own stderr (the replica's worker log,
+    which Ray also prints on the driver's console).
+
+    Called in the ingress replica. Serve's throughput-optimized mode, raymlops's default,
+    buffers its replica logger in memory (1000 records) and redirects ``sys.stderr`` into it,
+    so an access line logged the usual way was written nowhere.
+    """
+    logger = logging.getLogger("raymlops.access")
+    if any(getattr(h, "raymlops_access", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(logging.Formatter("%(asctime)s raymlops.access %(message)s"))
+    handler.raymlops_access = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 class HandleBackend:
@@ -312,9 +323,7 @@ class HandleBackend:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
-    async def predict(
-        self, records: list[dict[str, Any]], request_id: str | None = None
-    ) -> PredictOutput:
+    async def predict(self, records: Columns, request_id: str | None = None) -> PredictOutput:
         from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError
 
@@ -327,29 +336,11 @@ class HandleBackend:
         except BackPressureError as exc:
             raise ServiceOverloaded(str(exc)) from None
         if "error" in answer:
-            raise DataValidationError(answer["error"], report=_Report(answer.get("report")))
+            raise RequestRejected(answer["status"], answer["error"], answer["details"])
         return PredictOutput(**answer)
 
     async def status(self) -> dict[str, Any]:
         return await self.handle.status.remote()
-
-
-class _Report:
-    """The parts of a ValidationReport that the API reads, rebuilt from its dict form."""
-
-    def __init__(self, payload: dict[str, Any] | None) -> None:
-        from raymlops.data.validation import ColumnIssue
-
-        self.issues = [
-            ColumnIssue(
-                i["column"],
-                i["problem"],
-                i["expected"],
-                i["bad_rows"],
-                [(r["row"], r["value"]) for r in i["first_rows"]],
-            )
-            for i in (payload or {}).get("issues", [])
-        ]
 
 
 def _ingress_capacity(serving: Any) -> int:
@@ -369,6 +360,10 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     api_key = resolve_api_key(config)
     registry = Registry(Storage.from_uri(config.storage, create=False), config.name)
     schema = load_predictor(registry, alias).schema  # verifies the version before anything runs
+    reference = read_reference(registry, alias)
+    shown = [c for c in schema.input_columns if c in reference.columns]
+    # real rows for /docs ("Try it out"); create_app keeps those that pass the schema
+    examples = json.loads(reference[shown].head(3).to_json(orient="records", date_format="iso"))
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
     fastapi_app = create_app(
         name=config.name,
@@ -378,6 +373,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         backend_key=backend_key,
         observer=ServeMetrics(config.name),
         echo_request_id=False,
+        examples=examples,
     )
 
     @serve.deployment(
@@ -390,6 +386,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     @serve.ingress(fastapi_app)
     class Ingress:
         def __init__(self, model: DeploymentHandle, canary: DeploymentHandle | None = None) -> None:
+            write_access_log_to_stderr()
             backend: Any = HandleBackend(model)
             if canary is not None:
                 split = serving.canary

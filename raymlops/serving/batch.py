@@ -1,8 +1,9 @@
 """Batch inference with Ray Data: validate the rows, predict with an actor pool, write Parquet.
 
 Each actor of the pool loads the registry version once (sha256-verified) and predicts blocks
-through the same :class:`~raymlops.predictor.Predictor` as serving, so a row gets the same
-answer from the batch job, over HTTP and in-process.
+through the same :class:`~raymlops.predictor.Predictor` and the same numpy kernels as serving
+(:meth:`~raymlops.predictor.Predictor.predict_columns`), so a row gets the same answer from the
+batch job, over HTTP and in-process.
 
 Example:
     >>> result = batch_predict(config, "new_rows.csv", "predictions/")  # doctest: +SKIP
@@ -46,7 +47,8 @@ class _PredictorActor:
         self.predictor = load_predictor(registry, version)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        prediction = self.predictor.predict(batch)
+        # the serving kernels: numpy transform compiled from features.json, inplace_predict
+        prediction = self.predictor.predict_columns(self.predictor.typed_columns(batch))
         out = batch.copy()
         out["prediction"] = prediction.labels
         if prediction.probabilities is not None:

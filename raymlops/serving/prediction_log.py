@@ -23,11 +23,13 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
 
+from raymlops.contract import Columns
 from raymlops.storage import Storage
 
 __all__ = ["LogBatch", "LogStats", "ParquetSink", "PredictionLog", "PredictionSink", "ServedBatch"]
@@ -52,19 +54,38 @@ class LogBatch(Protocol):
 
 
 class ParquetSink:
-    """Buffers rows and writes a Parquet file every ``flush_rows`` rows or ``flush_s`` seconds."""
+    """Buffers rows and writes a Parquet file every ``flush_rows`` rows or ``flush_s`` seconds.
+
+    No silent loss: the buffer is cleared only after its file is written. A failed write is
+    tried again ``retries`` times with exponential back-off (``backoff_s``, doubling); rows
+    still not written then are given up and counted in ``dropped_rows``. A string Parquet
+    cannot hold (a lone UTF-16 surrogate) is written escaped rather than failing the file.
+    """
 
     def __init__(
-        self, storage: Storage, name: str, *, flush_rows: int = 1000, flush_s: float = 5.0
+        self,
+        storage: Storage,
+        name: str,
+        *,
+        flush_rows: int = 1000,
+        flush_s: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.storage = storage
         self.name = name
         self.flush_rows = flush_rows
         self.flush_s = flush_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._sleep = sleep
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
         self.files_written = 0
+        self.written_rows = 0
+        self.dropped_rows = 0
 
     def write(self, rows: pd.DataFrame) -> None:
         self._buffer.append(rows)
@@ -82,26 +103,58 @@ class ParquetSink:
         if not self._buffer:
             return
         frame = pd.concat(self._buffer, ignore_index=True)
-        self._buffer, self._buffered = [], 0
+        rows = len(frame)
         now = dt.datetime.now(dt.timezone.utc)
         path = (
             f"predictions/{self.name}/date={now:%Y-%m-%d}/"
             f"{now:%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
         )
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self.storage.write_bytes(path, buffer.getvalue())
+        for attempt in range(self.retries + 1):
+            try:
+                self.storage.write_bytes(path, _parquet_bytes(frame))
+                break
+            except Exception as exc:
+                if attempt == self.retries:
+                    self.dropped_rows += rows
+                    self._buffer, self._buffered = [], 0  # memory stays bounded
+                    _log.error(
+                        "prediction log: %d rows given up after %d tries (%s); %d dropped in all",
+                        rows, attempt + 1, exc, self.dropped_rows,
+                    )
+                    return
+                delay = self.backoff_s * 2**attempt
+                _log.warning("prediction log: write failed (%s); again in %.1fs", exc, delay)
+                self._sleep(delay)
+        self._buffer, self._buffered = [], 0  # only now: the rows are on storage
         self.files_written += 1
+        self.written_rows += rows
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        frame.to_parquet(buffer, index=False)
+    except UnicodeEncodeError:  # a lone surrogate: write it escaped, keep the row
+        safe = frame.copy()
+        for column in safe.select_dtypes(include="object").columns:
+            safe[column] = safe[column].map(
+                lambda v: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+            )
+        buffer = io.BytesIO()
+        safe.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
 class LogStats:
-    """Counts of the log: rows offered, written to the sinks, dropped on a full queue."""
+    """Counts of the log: rows offered, handed to the sinks, dropped on a full queue, waiting;
+    and rows a sink gave up after its retries (``sink_dropped_rows``)."""
 
     offered_rows: int
     written_rows: int
     dropped_rows: int
     queued_rows: int
+    sink_dropped_rows: int = 0
 
 
 class PredictionLog:
@@ -162,8 +215,11 @@ class PredictionLog:
                 _log.exception("prediction sink %s failed to flush", type(sink).__name__)
 
     def stats(self) -> LogStats:
+        sink_dropped = sum(getattr(sink, "dropped_rows", 0) for sink in self.sinks)
         with self._lock:
-            return LogStats(self._offered, self._written, self._dropped, self._queued)
+            return LogStats(
+                self._offered, self._written, self._dropped, self._queued, sink_dropped
+            )
 
     def close(self, timeout_s: float = 10.0) -> LogStats:
         """Drain the queue, flush the sinks and stop the thread."""
@@ -177,7 +233,7 @@ class PredictionLog:
 class ServedBatch:
     """An answered batch as serving hands it over: the rows, the answers, who asked, when."""
 
-    records: list[dict] | pd.DataFrame  # the input rows, as sent or as the frame answered
+    records: Columns | list[dict] | pd.DataFrame  # the input rows: the columns answered
     predictions: list
     probabilities: list[list[float]] | None
     classes: list | None
@@ -190,7 +246,14 @@ class ServedBatch:
         return len(self.records)
 
     def to_frame(self) -> pd.DataFrame:
-        if isinstance(self.records, pd.DataFrame):
+        if isinstance(self.records, Columns):
+            frame = pd.DataFrame(
+                {
+                    name: (pd.Series(v).dt.tz_localize("UTC") if v.dtype.kind == "M" else v)
+                    for name, v in self.records.data.items()
+                }
+            )
+        elif isinstance(self.records, pd.DataFrame):
             frame = self.records.reset_index(drop=True).copy(deep=False)
         else:
             frame = pd.DataFrame.from_records(self.records)

@@ -128,6 +128,49 @@ def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> Non
     )
     status = httpx.get(f"{url}/v1/models/churn", timeout=10).json()
     assert status["model_version"] == "v1"
+    stats = status["prediction_log"]
+    assert stats["offered_rows"] >= 7, stats
+    assert (stats["dropped_rows"], stats["sink_dropped_rows"]) == (0, 0), stats
+
+
+def test_the_access_log_is_written_in_throughput_mode(served: tuple[Path, str]) -> None:
+    """The README's per-request access line reaches the ingress replica's worker log (its
+    stderr), with Serve in its throughput-optimized mode (which buffers Serve's own logger)."""
+    import os
+
+    import ray
+
+    from tests.helpers import wait_for_condition
+
+    _, url = served
+    assert os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1", "the mode raymlops runs in"
+    good = httpx.post(
+        f"{url}/v1/models/churn:predict",
+        json={"instances": _instances(3, seed=61)},
+        headers={"X-Request-Id": "access-ok-61"},
+        timeout=30,
+    )
+    bad = httpx.post(
+        f"{url}/v1/models/churn:predict",
+        json={"instances": [{"plan": "gold"}]},
+        headers={"X-Request-Id": "access-bad-61"},
+        timeout=30,
+    )
+    assert (good.status_code, bad.status_code) == (200, 422)
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+
+    def lines() -> list[str]:
+        return [
+            line
+            for f in logs.glob("worker-*.err")
+            for line in f.read_text(errors="replace").splitlines()
+            if "request_id=access-" in line
+        ]
+
+    wait_for_condition(lambda: len(lines()) >= 2, timeout_s=20, message="two access lines")
+    text = "\n".join(lines())
+    assert "request_id=access-ok-61 POST /v1/models/churn:predict status=200 version=v1 rows=3" in text
+    assert "request_id=access-bad-61 POST /v1/models/churn:predict status=422 version=- rows=-" in text
 
 
 def test_bad_input_through_serve_is_a_4xx(served: tuple[Path, str]) -> None:

@@ -92,3 +92,87 @@ def test_a_failing_sink_does_not_stop_the_others(tmp_path: Path) -> None:
     log.offer(batch(2))
     log.close()
     assert good.files_written == 1
+
+
+class _FlakyStorage:
+    """Local storage whose first ``failures`` writes fail (a storage that fails once)."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        self.inner = Storage.from_uri(str(root))
+        self.failures = failures
+        self.attempts = 0
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise OSError("storage unavailable")
+        self.inner.write_bytes(path, data)
+
+
+def _rows_on_disk(root: Path) -> int:
+    files = list((root / "predictions" / "churn").rglob("*.parquet"))
+    return sum(len(pd.read_parquet(f)) for f in files)
+
+
+def test_a_storage_that_fails_once_loses_no_row(tmp_path: Path) -> None:
+    """Given a storage whose first write fails, when the sink flushes, then it retries with
+    back-off and every offered row is on disk; nothing is counted as dropped."""
+    storage = _FlakyStorage(tmp_path, failures=1)
+    waits: list[float] = []
+    sink = ParquetSink(storage, "churn", flush_rows=5, flush_s=60, sleep=waits.append)  # type: ignore[arg-type]
+    log = PredictionLog([sink])
+    for _ in range(3):
+        log.offer(batch(4))
+    stats = log.close()
+    assert storage.attempts >= 2, "the failed write was tried again"
+    assert waits == [0.5], "after a pause"
+    assert _rows_on_disk(tmp_path) == 12 == stats.offered_rows
+    assert (sink.written_rows, sink.dropped_rows, stats.sink_dropped_rows) == (12, 0, 0)
+
+
+def test_rows_given_up_after_the_retries_are_counted_as_dropped(tmp_path: Path) -> None:
+    storage = _FlakyStorage(tmp_path, failures=10**6)
+    waits: list[float] = []
+    sink = ParquetSink(storage, "churn", flush_rows=4, retries=2, sleep=waits.append)  # type: ignore[arg-type]
+    log = PredictionLog([sink])
+    log.offer(batch(4))
+    log.offer(batch(4))
+    stats = log.close()
+    assert waits == [0.5, 1.0, 0.5, 1.0], "exponential back-off between the tries"
+    assert (sink.written_rows, sink.dropped_rows, stats.sink_dropped_rows) == (0, 8, 8)
+    assert sink._buffered == 0, "what was given up does not stay in memory"
+
+
+def test_a_lone_surrogate_is_written_escaped_not_lost(tmp_path: Path) -> None:
+    sink = ParquetSink(Storage.from_uri(str(tmp_path)), "churn", flush_rows=1)
+    frame = batch(2).to_frame()
+    frame["plan"] = ["pro", "bad\ud800"]
+    sink.write(frame)
+    written = pd.concat(
+        [pd.read_parquet(f) for f in (tmp_path / "predictions" / "churn").rglob("*.parquet")]
+    )
+    assert written["plan"].tolist() == ["pro", "bad\\ud800"]
+    assert sink.dropped_rows == 0
+
+
+def test_columns_from_serving_become_a_frame_in_the_background() -> None:
+    import numpy as np
+
+    from raymlops.contract import Columns
+
+    columns = Columns(
+        2,
+        {
+            "x": np.array([1.5, np.nan]),
+            "plan": np.array(["pro", None], dtype=object),
+            "at": np.array(["2024-01-02T03:04:05", "NaT"], dtype="datetime64[ns]"),
+        },
+        "digest",
+    )
+    served = ServedBatch(columns, ["yes", "no"], None, None, "v1", ["a", "b"],
+                         dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    frame = served.to_frame()
+    assert frame["x"].isna().tolist() == [False, True]
+    assert frame["plan"].tolist() == ["pro", None]
+    assert str(frame["at"].dt.tz) == "UTC"
+    assert frame["request_id"].tolist() == ["a", "b"]

@@ -363,3 +363,72 @@ def test_canary_status_is_reported(predictor) -> None:  # type: ignore[no-untype
     status = client.get("/v1/models/churn").json()
     assert status["canary"] == {"version": "v9", "fraction": 0.5, "shadow": False}
     assert status["model_version"] == "v1"
+
+
+def test_kserve_v1_routes_are_complete(client: TestClient) -> None:
+    """KServe V1: liveness at /, the model list, GET on :predict is 405, and the model name is
+    checked before the body (an unknown model is 404 whatever the body holds)."""
+    assert client.get("/").json() == {"status": "alive"}
+    assert client.get("/v1/models").json() == {"models": ["churn"]}
+    wrong_method = client.get("/v1/models/churn:predict")
+    assert wrong_method.status_code == 405, wrong_method.text
+    assert wrong_method.headers["Allow"] == "POST"
+    for body in ({"instances": [ROW]}, {"rows": 1}, [1]):
+        unknown = client.post("/v1/models/other:predict", json=body)
+        assert unknown.status_code == 404, unknown.text
+        assert "'other'" in unknown.json()["error"]["message"]
+
+
+def test_openapi_declares_served_names_errors_and_examples(predictor) -> None:  # type: ignore[no-untyped-def]
+    rows = make_churn(3, seed=5).drop(columns=["signup_date", "support_calls", "churned"])
+    examples = json.loads(rows.to_json(orient="records"))
+    app = create_app(
+        name="churn", schema=SCHEMA, serving=ServingConfig(), backend=LocalBackend(predictor),
+        examples=[*examples, {"plan": "gold"}],
+    )
+    client = TestClient(app)
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/v1/models/{model}:predict"]["post"]
+    model = next(p for p in predict["parameters"] if p["name"] == "model")
+    assert model["schema"]["enum"] == ["churn"]
+    for code in ("400", "404", "413", "415", "422", "503"):
+        schema = predict["responses"][code]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, code
+    body = predict["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    shown = [{k: v for k, v in r.items() if v is not None} for r in examples]  # nulls left out
+    assert body["example"] == {"instances": shown}, "only rows that pass the schema"
+    # the documented example is answered 200 ("Try it out" works)
+    assert _post(client, body["example"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('"customer_id": "\\ud800"', "customer_id"),
+        ('"tenure_months": ' + "9" * 4301, "tenure_months"),
+        ('"monthly_spend": "55.5"', "monthly_spend"),
+        ('"customer_id": "' + "x" * 2000 + '"', "customer_id"),
+        ('"autopay": 1', "autopay"),
+    ],
+    ids=["lone-surrogate", "4301-digit-int", "float-as-string", "string-too-long", "bool-as-int"],
+)
+def test_bad_values_from_the_audit_are_422_naming_the_field(
+    client: TestClient, raw: str, field: str
+) -> None:
+    row = json.dumps({k: v for k, v in ROW.items() if k != field})
+    body = '{"instances": [' + row[:-1] + ", " + raw + "}]}"
+    answer = client.post(
+        "/v1/models/churn:predict",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["error"]["details"][0]
+    assert (detail["row"], detail["field"]) == (0, field)
+
+
+def test_id_columns_may_be_left_out(client: TestClient) -> None:
+    row = {k: v for k, v in ROW.items() if k != "customer_id"}
+    assert _post(client, {"instances": [row]}).status_code == 200
+    assert _post(client, {"instances": [{**row, "customer_id": None}]}).status_code == 200

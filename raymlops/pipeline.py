@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from raymlops.config import ProjectConfig, config_hash
@@ -28,6 +25,7 @@ from raymlops.data.split import holdout_mask
 from raymlops.errors import DataValidationError
 from raymlops.lineage import code_version, package_versions
 from raymlops.registry import Registry
+from raymlops.registry.bundle import VersionBundle
 from raymlops.schema import Schema
 from raymlops.storage import Storage
 from raymlops.training.gate import GateDecision, decide
@@ -80,24 +78,6 @@ class TrainResult:
 def open_registry(config: ProjectConfig) -> Registry:
     """The registry of ``config.name`` on ``config.storage``."""
     return Registry(Storage.from_uri(config.storage), config.name)
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-def _json_bytes(payload: Any) -> bytes:
-    return json.dumps(payload, indent=2, sort_keys=True, default=_default).encode() + b"\n"
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return str(value)
 
 
 def _champion_metrics(
@@ -269,33 +249,26 @@ def train(
             "ray": {"nodes": sorted({t.node_id for t in search.trials if t.node_id})},
             **(extra_lineage or {}),
         }
-        summary = {
-            "model": best.model,
-            "model_file": model_file,
-            "metric": metric,
-            "score": metrics[metric],
-            "gate_passed": gate.passed,
-            "rows": data.rows,
-        }
-        reference_out = reference.drop(columns=[ROW_ID])
-        files = {
-            model_file: model_bytes,
-            "features.json": pipeline.to_json().encode() + b"\n",
-            "schema.json": _json_bytes(schema.to_dict()),
-            "reference.parquet": _parquet_bytes(reference_out),
-            "metrics.json": _json_bytes(
-                {
-                    "metric": metric,
-                    "holdout": metrics,
-                    "validation_score": best.score,
-                    "champion": {"version": champion, "holdout": champion_metrics},
-                }
-            ),
-            "gate.json": _json_bytes(gate.to_dict()),
-            "lineage.json": _json_bytes(lineage),
-            "trials.json": _json_bytes([t.__dict__ for t in search.trials]),
-        }
-        version = registry.register(files, summary=summary)
+        bundle = VersionBundle(
+            model_kind=best.model,
+            model_file=model_file,
+            model=model_bytes,
+            features_json=pipeline.to_json(),
+            schema=schema.to_dict(),
+            reference=reference.drop(columns=[ROW_ID]),
+            metrics={
+                "metric": metric,
+                "holdout": metrics,
+                "validation_score": best.score,
+                "champion": {"version": champion, "holdout": champion_metrics},
+            },
+            gate=gate.to_dict(),
+            lineage=lineage,
+            trials=[t.__dict__ for t in search.trials],
+        )
+        version = bundle.register(
+            registry, metric=metric, score=metrics[metric], gate_passed=gate.passed, rows=data.rows
+        )
         note["detail"] = f"{config.name} {version} at {registry.location}"
     promoted = False
     if promote and gate.passed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ from raymlops.config import load_config
 from raymlops.examples import make_churn
 from raymlops.pipeline import open_registry
 from raymlops.predictor import load_predictor, read_reference
+from raymlops.registry.bundle import BundleReader
 from tests.conftest import XOR_COLUMNS, write_project, xor_frame
 
 
@@ -26,7 +26,7 @@ def test_unseen_csv_with_categories_and_nulls_becomes_a_verified_champion(
     registry = open_registry(load_config(churn_project))
     assert registry.champion() == "v1"
     assert registry.verify("v1").ok
-    lineage = json.loads(registry.read_verified("v1", "lineage.json"))
+    lineage = BundleReader(registry, "v1").lineage()
     assert lineage["data"]["rows"]["total"] == 3000
     assert len(lineage["data"]["digest"]) == 64
     assert lineage["parent"] is None
@@ -64,10 +64,10 @@ def test_a_weaker_model_is_registered_but_not_promoted(
     assert "vs champion" in out
     registry = open_registry(load_config(weak))
     assert registry.champion() == "v1"
-    gate = json.loads(registry.read_verified("v2", "gate.json"))
+    gate = BundleReader(registry, "v2").gate()
     assert gate["passed"] is False
     assert gate["champion_version"] == "v1"
-    lineage = json.loads(registry.read_verified("v2", "lineage.json"))
+    lineage = BundleReader(registry, "v2").lineage()
     assert lineage["parent"] == "v1"
     assert [e.version for e in registry.audit()] == ["v1"]
 
@@ -159,7 +159,7 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["train", "--config", str(config), "--promote"]) == 0
     registry = open_registry(load_config(config))
-    metrics = json.loads(registry.read_verified("v1", "metrics.json"))
+    metrics = BundleReader(registry, "v1").metrics()
     assert metrics["metric"] == "rmse"
     assert metrics["holdout"]["r2"] > 0.5, "plan explains most of the spend"
     assert isinstance(pd.read_parquet(tmp_path / "data" / "d.parquet"), pd.DataFrame)

@@ -151,7 +151,7 @@ def config_schema() -> None:
 
 
 def _stage_printer():  # type: ignore[no-untyped-def]
-    from raymlops.pipeline import StageLog
+    from raymlops.training.stages import StageLog
 
     count = {"n": 0}
 
@@ -252,7 +252,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="Less Tune output.")] = False,
 ) -> None:
     """Train, evaluate, gate and register a new version (and promote it with --promote)."""
-    from raymlops.pipeline import train as run_train
+    from raymlops.training.run import train as run_train
 
     cfg = _load(config)
     result = run_train(

@@ -163,6 +163,10 @@ class SearchConfig(_Strict):
     max_boosting_rounds: int = Field(default=200, ge=10)
     rounds_per_report: int = Field(default=10, ge=1)
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    refit: bool = Field(
+        default=True,
+        description="fit the best trial again on all training rows (else register its own model)",
+    )
 
     @model_validator(mode="after")
     def _whole_reports(self) -> SearchConfig:

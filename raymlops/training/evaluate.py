@@ -1,5 +1,8 @@
 """Stage 3, evaluate: the new model and the champion on the same holdout, and the gate.
 
+Both are scored in Ray tasks that read the holdout from the object store; only the metrics
+come back (exact ones: roc_auc over every holdout row, not an average of blocks).
+
 Example:
     >>> evaluation = evaluate(config, registry, prepared, selected, StageLog())  # doctest: +SKIP
     >>> evaluation.gate.passed  # doctest: +SKIP
@@ -9,6 +12,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
 
 from raymlops.config import ProjectConfig
 from raymlops.errors import DataValidationError
@@ -43,6 +51,31 @@ class Evaluation:
     gate: GateDecision
 
 
+@ray.remote
+def _holdout_metrics(  # type: ignore[no-untyped-def]
+    kind: str, model_bytes: bytes, task: str, n_classes: int, x, y
+) -> dict[str, float]:
+    model = load_model(kind, model_bytes)
+    scores = predict_scores(model, kind, task, x, n_classes)
+    return compute_metrics(task, y, scores, n_classes=n_classes)
+
+
+@ray.remote
+def _champion_metrics(predictor: Any, target: str, *frames: pd.DataFrame) -> ChampionScore:
+    champion = predictor.version
+    holdout = pd.concat(frames, ignore_index=True)
+    try:
+        typed = predictor.validate(holdout[predictor.schema.names], require_target=True)
+        y = predictor.pipeline.target.encode(typed[target])
+        scores = predictor.scores(typed)
+    except (KeyError, DataValidationError, ValueError) as exc:
+        return ChampionScore(
+            champion, None, f"champion {champion} cannot score this holdout: {exc}"
+        )
+    task = predictor.schema.task
+    return ChampionScore(champion, compute_metrics(task, y, scores, n_classes=predictor.n_classes))
+
+
 def evaluate(
     config: ProjectConfig,
     registry: Registry,
@@ -52,41 +85,44 @@ def evaluate(
 ) -> Evaluation:
     """Score the new model and the champion on the holdout; decide the gate."""
     schema = Schema.from_config(config)
+    best = selected.best
     with stages.stage("evaluate on holdout") as note:
-        best, hold = selected.best, prepared.holdout_arrays
-        model = load_model(best.model, selected.model_bytes)
-        scores = predict_scores(model, best.model, schema.task, hold.x, prepared.n_classes)
-        metrics = compute_metrics(schema.task, hold.y, scores, n_classes=prepared.n_classes)
+        new = _holdout_metrics.remote(
+            best.model,
+            selected.model_bytes,
+            schema.task,
+            prepared.n_classes,
+            *prepared.arrays.holdout,
+        )
+        champion = _score_champion(registry, prepared, schema)
+        metrics = ray.get(new)
         note["detail"] = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    champion = _score_champion(registry, prepared, schema, stages)
+    score = champion
+    if isinstance(champion, ray.ObjectRef):
+        with stages.stage("score champion on the same holdout") as note:
+            score = ray.get(champion)
+            note["detail"] = (
+                f"{score.version} cannot score this holdout" if score.problem else score.version
+            )
     metric = config.training.metric or ""
-    gate = decide(metric, metrics, champion.metrics, config.gate, champion_version=champion.version)
-    if champion.version is not None and champion.metrics is None:
-        reasons = [champion.problem or "champion not scored"]
-        gate = GateDecision(False, metric, metrics, None, champion.version, reasons)
-    return Evaluation(metric, metrics, champion, gate)
+    gate = decide(metric, metrics, score.metrics, config.gate, champion_version=score.version)
+    if score.version is not None and score.metrics is None:
+        reasons = [score.problem or "champion not scored"]
+        gate = GateDecision(False, metric, metrics, None, score.version, reasons)
+    return Evaluation(metric, _plain(metrics), score, gate)
 
 
-def _score_champion(
-    registry: Registry, prepared: Prepared, schema: Schema, stages: StageLog
-) -> ChampionScore:
+def _score_champion(registry: Registry, prepared: Prepared, schema: Schema) -> Any:
+    """The champion's score task (running while the new model is scored), or no champion."""
     from raymlops.predictor import load_predictor
 
     champion = registry.champion()
     if champion is None:
         return ChampionScore(None)
-    holdout = prepared.holdout.to_pandas()
-    with stages.stage("score champion on the same holdout") as note:
-        predictor = load_predictor(registry, champion)
-        try:
-            typed = predictor.validate(holdout[predictor.schema.names], require_target=True)
-            y = predictor.pipeline.target.encode(typed[schema.target])
-            scores = predictor.scores(typed)
-        except (KeyError, DataValidationError, ValueError) as exc:
-            note["detail"] = f"{champion} cannot score this holdout"
-            return ChampionScore(
-                champion, None, f"champion {champion} cannot score this holdout: {exc}"
-            )
-        note["detail"] = champion
-        metrics = compute_metrics(schema.task, y, scores, n_classes=predictor.n_classes)
-        return ChampionScore(champion, metrics)
+    # the model's files (not data) are read here, verified, and sent to the task
+    predictor = load_predictor(registry, champion)
+    return _champion_metrics.remote(predictor, schema.target, *prepared.data.holdout)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) if isinstance(v, np.generic) else v for k, v in metrics.items()}

@@ -1,4 +1,7 @@
-"""Stage 1, prepare: read and validate (Ray Data), split, fit the features, transform.
+"""Stage 1, prepare: read, validate, split and gather statistics in one pass, then transform.
+
+Everything runs in Ray tasks over the data's blocks; the driver receives the validation
+report, row counts, mergeable statistics and the reference sample, never the rows.
 
 Example:
     >>> prepared = prepare(config, schema, config.data.source, StageLog())  # doctest: +SKIP
@@ -9,20 +12,25 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-import ray
+import pandas as pd
 
 from raymlops.config import ProjectConfig
-from raymlops.data.dataset import ROW_ID, ValidatedData, load_validated, split
-from raymlops.data.split import holdout_mask
+from raymlops.data.dataset import ROW_ID, SplitBlocks, load_split, merge_samples, sample_candidates
 from raymlops.errors import DataValidationError
-from raymlops.features.fit import fit_pipeline, to_numpy
+from raymlops.features.fit import (
+    BlockStats,
+    TrainArrays,
+    block_stats,
+    pipeline_from_blocks,
+    transform_blocks,
+)
 from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
 from raymlops.training.stages import StageLog
 
-__all__ = ["Arrays", "Prepared", "RowCounts", "prepare"]
+__all__ = ["Prepared", "RowCounts", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -36,83 +44,86 @@ class RowCounts:
 
 
 @dataclass(frozen=True)
-class Arrays:
-    """Features and encoded target of one side of the data."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-
-@dataclass(frozen=True)
 class Prepared:
-    """Validated, split and transformed data, and the fitted feature pipeline."""
+    """The data's description, the fitted feature pipeline and ObjectRefs of the rows."""
 
-    data: ValidatedData
-    train: ray.data.Dataset
-    holdout: ray.data.Dataset
+    data: SplitBlocks  # typed train/holdout blocks (refs), source, files, digest
     rows: RowCounts
     pipeline: FeaturePipeline
     n_classes: int
-    train_arrays: Arrays  # every training row, in row order (the refit's data)
-    valid_mask: np.ndarray  # the training rows Tune scores on; it fits on the others
-    holdout_arrays: Arrays
+    arrays: TrainArrays  # transformed rows in the object store
+    reference: pd.DataFrame  # the drift reference sample (training rows)
 
-    @property
-    def fit(self) -> Arrays:
-        return Arrays(self.train_arrays.x[~self.valid_mask], self.train_arrays.y[~self.valid_mask])
 
-    @property
-    def valid(self) -> Arrays:
-        return Arrays(self.train_arrays.x[self.valid_mask], self.train_arrays.y[self.valid_mask])
+@dataclass(frozen=True)
+class _Summary:
+    """What one block's task sends back: statistics and reference-sample candidates."""
+
+    stats: BlockStats
+    candidates: pd.DataFrame
+
+
+def _summarizer(schema: Schema, reference_rows: int, seed: int) -> Any:
+    def summarize(train: pd.DataFrame) -> _Summary:
+        return _Summary(
+            block_stats(train, schema), sample_candidates(train, reference_rows, seed=seed)
+        )
+
+    return summarize
 
 
 def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog) -> Prepared:
-    """Validate ``source`` against ``schema``, split it and transform both sides.
+    """Validate ``source`` against ``schema``, split it, fit the features and transform.
 
     Raises:
         DataValidationError: the data breaks the schema, a side of the split is empty, or a
             classification target has fewer than two classes (nothing is registered).
     """
-    with stages.stage("read and validate data (Ray Data)") as note:
-        data = load_validated(source, schema)
-        note["detail"] = f"{data.rows} rows ok"
-    with stages.stage("split train/holdout") as note:
-        split_cfg = config.data.split
-        train_ds, holdout_ds = split(
-            data.dataset, fraction=split_cfg.test_fraction, seed=split_cfg.seed
+    split = config.data.split
+    with stages.stage("read and validate data (one pass: split, statistics, sample)") as note:
+        summarize = _summarizer(schema, config.data.reference_rows, split.seed + 7)
+        data = load_split(
+            source, schema, fraction=split.test_fraction, seed=split.seed, summarize=summarize
         )
-        rows = RowCounts(data.rows, train_ds.count(), holdout_ds.count())
-        note["detail"] = f"{rows.train} train, {rows.holdout} holdout (seed {split_cfg.seed})"
+        rows = RowCounts(data.rows, data.train_rows, data.holdout_rows)
+        note["detail"] = (
+            f"{rows.total} rows ok: {rows.train} train, {rows.holdout} holdout "
+            f"(seed {split.seed}), {len(data.train)} blocks"
+        )
         _check_split(rows)
-    with stages.stage("fit features (Ray Data aggregates)") as note:
-        pipeline = fit_pipeline(train_ds, schema)
+    with stages.stage("fit features (merged block statistics)") as note:
+        pipeline = pipeline_from_blocks([s.stats for s in data.summaries], schema)
+        n_classes = _check_classes(schema, pipeline)
+        reference = merge_samples(
+            [s.candidates for s in data.summaries], config.data.reference_rows
+        )
+        data.summaries.clear()  # the candidates are not needed any more
         note["detail"] = (
             f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
         )
-    with stages.stage("transform (map_batches)") as note:
+    with stages.stage("transform (Ray tasks)") as note:
         try:
-            x, y, ids = to_numpy(train_ds, pipeline, schema, with_ids=ROW_ID)
-            x_hold, y_hold, _ = to_numpy(holdout_ds, pipeline, schema)
+            arrays = transform_blocks(
+                data.train,
+                data.holdout,
+                pipeline,
+                schema,
+                row_ids=ROW_ID,
+                valid_fraction=config.training.search.validation_fraction,
+                valid_seed=split.seed + 1,
+            )
         except ValueError as exc:
-            raise DataValidationError(f"column {schema.target!r}: {exc}") from None
-        n_classes = _check_classes(schema, pipeline)
-        valid_mask = holdout_mask(
-            ids, fraction=config.training.search.validation_fraction, seed=split_cfg.seed + 1
-        )
+            raise DataValidationError(f"column {schema.target!r}: {_cause(exc)}") from None
         note["detail"] = (
-            f"X {x.shape[0]}x{x.shape[1]}; {int(valid_mask.sum())} rows for Tune's validation"
+            f"X {arrays.fit_rows + arrays.valid_rows}x{arrays.n_features}; "
+            f"{arrays.valid_rows} rows for Tune's validation"
         )
-    return Prepared(
-        data=data,
-        train=train_ds,
-        holdout=holdout_ds,
-        rows=rows,
-        pipeline=pipeline,
-        n_classes=n_classes,
-        train_arrays=Arrays(x, y),
-        valid_mask=valid_mask,
-        holdout_arrays=Arrays(x_hold, y_hold),
-    )
+    return Prepared(data, rows, pipeline, n_classes, arrays, reference.drop(columns=[ROW_ID]))
+
+
+def _cause(exc: Exception) -> Exception:
+    """The task's own error, without Ray's traceback around it."""
+    return getattr(exc, "cause", None) or exc
 
 
 def _check_split(rows: RowCounts) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from raymlops.config import ProjectConfig, config_hash
-from raymlops.data.dataset import ROW_ID, sample_rows
 from raymlops.lineage import code_version, package_versions
 from raymlops.registry import Registry
 from raymlops.registry.bundle import VersionBundle
@@ -67,6 +66,7 @@ def build_lineage(
         },
         "parent": champion,
         "ray": {"nodes": sorted({t.node_id for t in selected.search.trials if t.node_id})},
+        "refit": selected.refit,
         **(extra or {}),
     }
 
@@ -83,9 +83,6 @@ def register_version(
 ) -> Registered:
     """Write the version's bundle to the registry (complete, or not at all)."""
     with stages.stage("register version") as note:
-        reference = sample_rows(
-            prepared.train, config.data.reference_rows, seed=config.data.split.seed + 7
-        )
         champion = evaluation.champion
         lineage = build_lineage(config, prepared, selected, champion.version, extra_lineage)
         bundle = VersionBundle(
@@ -94,7 +91,7 @@ def register_version(
             model=selected.model_bytes,
             features_json=prepared.pipeline.to_json(),
             schema=Schema.from_config(config).to_dict(),
-            reference=reference.drop(columns=[ROW_ID]),
+            reference=prepared.reference,
             metrics={
                 "metric": evaluation.metric,
                 "holdout": evaluation.metrics,
@@ -103,7 +100,7 @@ def register_version(
             },
             gate=evaluation.gate.to_dict(),
             lineage=lineage,
-            trials=[t.__dict__ for t in selected.search.trials],
+            trials=[_trial_record(t) for t in selected.search.trials],
         )
         version = bundle.register(
             registry,
@@ -125,3 +122,8 @@ def promote(registry: Registry, version: str, evaluation: Evaluation, stages: St
         load_predictor(registry, version)
         registry.promote(version, reason="; ".join(evaluation.gate.reasons))
         note["detail"] = f"champion: {version}"
+
+
+def _trial_record(trial: Any) -> dict[str, Any]:
+    # where a trial's model lay on one machine's disk is not part of the version
+    return {k: v for k, v in trial.__dict__.items() if k != "model_path"}

@@ -163,3 +163,45 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert metrics["metric"] == "rmse"
     assert metrics["holdout"]["r2"] > 0.5, "plan explains most of the spend"
     assert isinstance(pd.read_parquet(tmp_path / "data" / "d.parquet"), pd.DataFrame)
+
+
+def test_the_driver_never_collects_rows_and_refit_off_registers_the_trials_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given Parquet data, when training with every driver-side collect of Ray Data made to
+    fail, training still succeeds (the rows stay in the object store); with search.refit off
+    the best trial's own model is registered and no refit stage runs."""
+    import ray.data
+
+    from raymlops.training.run import train
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the driver collected rows")
+
+    for name in ("to_pandas", "count", "take", "take_all", "iter_batches", "to_numpy_refs"):
+        monkeypatch.setattr(ray.data.Dataset, name, refuse)
+    (tmp_path / "data").mkdir()
+    xor_frame(3000).to_parquet(tmp_path / "data" / "d.parquet")
+    config = write_project(
+        tmp_path,
+        source="./data/d.parquet",
+        columns=XOR_COLUMNS,
+        target="label",
+        models="[xgboost]",
+        search="{num_samples: 2, max_concurrent: 2, max_boosting_rounds: 30, refit: false}",
+    )
+    result = train(load_config(config), promote=True, verbose=0)
+    assert result.promoted
+    assert "refit best on all training rows" not in result.stages
+    assert result.rows == {
+        "total": 3000,
+        "train": result.rows["train"],
+        "holdout": 3000 - result.rows["train"],
+    }
+    lineage = BundleReader(open_registry(load_config(config)), result.version).lineage()
+    assert lineage["refit"] is False
+    assert result.metrics["roc_auc"] > 0.9, "xgboost learns the interaction"
+    assert all(
+        "model_path" not in t
+        for t in BundleReader(open_registry(load_config(config)), "v1").trials()
+    )

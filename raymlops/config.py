@@ -164,8 +164,9 @@ class SearchConfig(_Strict):
     rounds_per_report: int = Field(default=10, ge=1)
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     refit: bool = Field(
-        default=True,
-        description="fit the best trial again on all training rows (else register its own model)",
+        default=False,
+        description="fit the best trial again on all training rows (default: register the best "
+        "trial's own model; measured: the refit costs about one more trial for no AUC gain)",
     )
 
     @model_validator(mode="after")

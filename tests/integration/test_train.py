@@ -141,6 +141,7 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
         target="monthly_spend",
         task="regression",
         models="[xgboost, ridge]",
+        search="{num_samples: 4, max_concurrent: 2, max_boosting_rounds: 30, refit: true}",
         columns="""\
     plan:          {type: category, categories: [basic, pro, enterprise]}
     region:        {type: category, nullable: true}
@@ -162,6 +163,7 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
     metrics = BundleReader(registry, "v1").metrics()
     assert metrics["metric"] == "rmse"
     assert metrics["holdout"]["r2"] > 0.5, "plan explains most of the spend"
+    assert BundleReader(registry, "v1").lineage()["refit"] is True, "search.refit: true refits"
     assert isinstance(pd.read_parquet(tmp_path / "data" / "d.parquet"), pd.DataFrame)
 
 

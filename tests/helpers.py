@@ -40,6 +40,21 @@ def pandas_stats(frame: pd.DataFrame, schema: Schema) -> dict[str, ColumnStats]:
     return out
 
 
+def assert_stats_match(stats: dict[str, ColumnStats], frame: pd.DataFrame, schema: Schema) -> None:
+    """``stats`` (fitted on Ray) equal :func:`pandas_stats` of ``frame``, column by column."""
+    import pytest
+
+    for name, expected in pandas_stats(frame, schema).items():
+        got = stats[name]
+        assert (got.count, got.missing) == (expected.count, expected.missing), name
+        if expected.frequencies is not None:
+            assert got.frequencies == expected.frequencies, name
+        else:
+            assert got.mean == pytest.approx(expected.mean, rel=1e-9), name
+            assert got.std == pytest.approx(expected.std, rel=1e-9, abs=1e-12), name
+            assert (got.min, got.max) == (expected.min, expected.max), name
+
+
 def register_model(
     registry: Registry,
     raw: pd.DataFrame,

@@ -3,8 +3,8 @@
 The trials are drawn up front from the seeded search spaces and handed to Tune as a grid, so
 the same config and data give the same trials. Tune runs them ``max_concurrent`` at a time with
 the per-trial resources; actors are reused and nothing is checkpointed: a trial reports a
-validation score per step (boosting rounds, forest size) and the winner is refit once, in a
-Ray task with the same resources.
+validation score per step (boosting rounds, forest size); the winner is refit once, in a
+Ray task with the same resources, or kept as its trial left it (``keep_models``).
 
 Early stopping (``scheduler: asha``) applies ASHA's rule through :class:`OrderedASHA`: rung
 decisions are taken in trial order (:mod:`raymlops.training.rungs`), so they do not depend on
@@ -54,7 +54,6 @@ __all__ = [
     "OrderedASHA",
     "SearchResult",
     "TrialResult",
-    "refit",
     "refit_parts",
     "run_search",
 ]
@@ -343,14 +342,6 @@ def _model_path(checkpoint: Any, kind: str) -> str | None:
 
 
 @ray.remote
-def _refit_task(
-    spec: TrialSpec, x: np.ndarray, y: np.ndarray, options: FitOptions
-) -> tuple[str, bytes]:
-    model, _ = fit_model(spec, x, y, options)
-    return dump_model(model, spec.model)
-
-
-@ray.remote
 def _refit_parts_task(  # type: ignore[no-untyped-def]
     spec: TrialSpec, options: FitOptions, x_fit, y_fit, x_valid, y_valid, valid_mask
 ) -> tuple[str, bytes]:
@@ -373,8 +364,10 @@ def refit_parts(
     *,
     n_classes: int,
 ) -> tuple[str, bytes]:
-    """:func:`refit` on the search's fit and validation rows (arrays or ObjectRefs), joined
-    in row order inside the task: the rows never pass through the driver."""
+    """Fit the best trial's model on all training rows, as far as the trial got, in a Ray task
+    with the trial's resources (a GPU when configured). The search's fit and validation rows
+    (arrays or ObjectRefs) are joined in row order inside the task: the rows never pass
+    through the driver. Returns the native model file."""
     resources = training.resources_per_trial
     task = _refit_parts_task.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
     options = _refit_options(best, training, n_classes)
@@ -392,22 +385,3 @@ def _refit_options(best: TrialResult, training: TrainingConfig, n_classes: int) 
         rounds_per_report=training.search.rounds_per_report,
         steps=max(1, best.steps),
     )
-
-
-def refit(
-    best: TrialResult, x: np.ndarray, y: np.ndarray, training: TrainingConfig, *, n_classes: int
-) -> tuple[str, bytes]:
-    """Fit the best trial's model on all training rows, as far as the trial got, in a Ray task
-    with the trial's resources (a GPU when configured). Returns the native model file."""
-    resources = training.resources_per_trial
-    options = FitOptions(
-        task=training.task,
-        n_classes=n_classes,
-        threads=max(1, int(resources.cpu)),
-        gpu=resources.gpu > 0,
-        max_rounds=training.search.max_boosting_rounds,
-        rounds_per_report=training.search.rounds_per_report,
-        steps=max(1, best.steps),
-    )
-    task = _refit_task.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
-    return ray.get(task.remote(best.spec, x, y, options))

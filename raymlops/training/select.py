@@ -1,8 +1,9 @@
 """Stage 2, select: the Tune search, then the best trial's model.
 
-With ``search.refit`` (the default) the best trial is fitted again on all training rows, as
-far as it got; without it, the best trial's own model is registered when the trial ran to its
-end (it was fitted on the rows Tune did not hold out for validation), else it is refitted.
+By default (``search.refit: false``) the best trial's own model is registered when the trial
+ran to its end (it was fitted on the rows Tune did not hold out for validation); with
+``search.refit``, or when that model is not at hand, the best trial is fitted again on all
+training rows, as far as it got.
 
 Example:
     >>> chosen = search_and_refit(config, prepared, StageLog())  # doctest: +SKIP

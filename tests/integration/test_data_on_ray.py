@@ -15,7 +15,7 @@ from raymlops.examples import make_churn
 from raymlops.features.fit import fit_pipeline, to_numpy
 from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
-from tests.helpers import pandas_stats
+from tests.helpers import assert_stats_match, pandas_stats
 
 SCHEMA = Schema.from_columns(
     {
@@ -190,15 +190,7 @@ def test_one_pass_split_statistics_and_sample_equal_the_separate_passes(
     )
     assert one_pass.digest == data.digest
     pipeline = pipeline_from_blocks([s for s, _ in one_pass.summaries], SCHEMA)
-    for name, stats in pandas_stats(train, SCHEMA).items():
-        fitted = pipeline.stats[name]
-        assert (fitted.count, fitted.missing) == (stats.count, stats.missing), name
-        if stats.frequencies is not None:
-            assert fitted.frequencies == stats.frequencies, name
-        else:
-            assert fitted.mean == pytest.approx(stats.mean, rel=1e-9), name
-            assert fitted.std == pytest.approx(stats.std, rel=1e-9), name
-            assert (fitted.min, fitted.max) == (stats.min, stats.max), name
+    assert_stats_match(pipeline.stats, train, SCHEMA)
     assert pipeline.target.classes == ["no", "yes"]
     reference = merge_samples([c for _, c in one_pass.summaries], 500)
     # the same rows and values; Ray Data's own round trip types text as string[pyarrow]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,22 +12,9 @@ from raymlops.data.validation import validate_frame
 from raymlops.examples import make_churn
 from raymlops.features.fit import block_stats, merge_stats
 from raymlops.schema import Schema
-from tests.helpers import pandas_stats
+from tests.helpers import assert_stats_match
+from tests.integration.test_data_on_ray import SCHEMA
 
-SCHEMA = Schema.from_columns(
-    {
-        "customer_id": ColumnSpec(type="string", role="id"),
-        "signup_date": ColumnSpec(type="datetime", role="timestamp"),
-        "plan": ColumnSpec(type="category", categories=["basic", "pro", "enterprise"]),
-        "region": ColumnSpec(type="category", nullable=True),
-        "tenure_months": ColumnSpec(type="int", min=0, max=600),
-        "monthly_spend": ColumnSpec(type="float", min=0, nullable=True),
-        "support_calls": ColumnSpec(type="int", min=0, max=100),
-        "autopay": ColumnSpec(type="bool"),
-    },
-    target="churned",
-    task="classification",
-)
 TYPED, _ = validate_frame(make_churn(400, seed=5), SCHEMA)
 
 
@@ -40,15 +26,7 @@ def test_merged_block_statistics_equal_pandas_for_any_cut(cuts: list[int]) -> No
     edges = [0, *sorted(cuts), len(TYPED)]
     blocks = [TYPED.iloc[a:b] for a, b in zip(edges, edges[1:], strict=False)]
     stats, classes = merge_stats([block_stats(b, SCHEMA) for b in blocks], SCHEMA)
-    for name, expected in pandas_stats(TYPED, SCHEMA).items():
-        got = stats[name]
-        assert (got.count, got.missing) == (expected.count, expected.missing), name
-        if expected.frequencies is not None:
-            assert got.frequencies == expected.frequencies, name
-        else:
-            assert got.mean == pytest.approx(expected.mean, rel=1e-9), name
-            assert got.std == pytest.approx(expected.std, rel=1e-9, abs=1e-12), name
-            assert (got.min, got.max) == (expected.min, expected.max), name
+    assert_stats_match(stats, TYPED, SCHEMA)
     assert classes == ["no", "yes"]
 
 

@@ -151,7 +151,7 @@ def config_schema() -> None:
 
 
 def _stage_printer():  # type: ignore[no-untyped-def]
-    from raymlops.pipeline import StageLog
+    from raymlops.training.stages import StageLog
 
     count = {"n": 0}
 
@@ -252,7 +252,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="Less Tune output.")] = False,
 ) -> None:
     """Train, evaluate, gate and register a new version (and promote it with --promote)."""
-    from raymlops.pipeline import train as run_train
+    from raymlops.training.run import train as run_train
 
     cfg = _load(config)
     result = run_train(
@@ -295,11 +295,11 @@ def registry_show(
 ) -> None:
     """A version's metrics, gate decision, lineage and files."""
     registry = _registry(config)
-    manifest = registry.manifest(version)
-    name = manifest["version"]
-    metrics = json.loads(registry.read_verified(name, "metrics.json", manifest))
-    gate = json.loads(registry.read_verified(name, "gate.json", manifest))
-    lineage = json.loads(registry.read_verified(name, "lineage.json", manifest))
+    from raymlops.registry.bundle import BundleReader
+
+    bundle = BundleReader(registry, version)
+    manifest, name = bundle.manifest, bundle.version
+    metrics, gate, lineage = bundle.metrics(), bundle.gate(), bundle.lineage()
     aliases = [a for a, v in registry.aliases().items() if v == name]
     table = Table(show_header=False, box=None)
     table.add_row(

@@ -26,6 +26,7 @@ from raymlops.contract import Columns, RequestContract, contract_for
 from raymlops.data.validation import validate_frame
 from raymlops.errors import DataValidationError, IntegrityError
 from raymlops.features.pipeline import CompiledTransform, FeaturePipeline, float_values
+from raymlops.registry.bundle import VersionBundle
 from raymlops.registry.store import Registry
 from raymlops.schema import Schema
 from raymlops.training.models import load_model, predict_scores
@@ -138,9 +139,9 @@ def load_predictor(registry: Registry, ref: str = "champion") -> Predictor:
     model_file = summary.get("model_file")
     if not kind or not model_file:
         raise IntegrityError(f"{registry.name} {version}: manifest does not name its model file")
-    schema = Schema.from_dict(json.loads(read("schema.json")))
-    pipeline = FeaturePipeline.from_json(read("features.json"))
-    metrics = json.loads(read("metrics.json"))
+    schema = Schema.from_dict(json.loads(read(VersionBundle.SCHEMA)))
+    pipeline = FeaturePipeline.from_json(read(VersionBundle.FEATURES))
+    metrics = json.loads(read(VersionBundle.METRICS))
     try:
         model = load_model(kind, read(model_file))
     except Exception as exc:  # a verified file that still does not load is a registry problem
@@ -153,5 +154,5 @@ def load_predictor(registry: Registry, ref: str = "champion") -> Predictor:
 def read_reference(registry: Registry, ref: str = "champion") -> pd.DataFrame:
     """The version's reference sample (training rows kept for drift comparison)."""
     manifest = registry.manifest(ref)
-    data = registry.read_verified(manifest["version"], "reference.parquet", manifest)
+    data = registry.read_verified(manifest["version"], VersionBundle.REFERENCE, manifest)
     return pd.read_parquet(io.BytesIO(data))

@@ -3,15 +3,13 @@ real (small) model version in-process, so registry and loading tests run in mill
 
 from __future__ import annotations
 
-import io
-import json
-
 import numpy as np
 import pandas as pd
 
 from raymlops.data.validation import validate_frame
 from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
 from raymlops.registry import Registry
+from raymlops.registry.bundle import VersionBundle
 from raymlops.schema import Schema
 from raymlops.training.metrics import compute_metrics
 from raymlops.training.models import FitOptions, TrialSpec, dump_model, fit_model, predict_scores
@@ -42,6 +40,21 @@ def pandas_stats(frame: pd.DataFrame, schema: Schema) -> dict[str, ColumnStats]:
     return out
 
 
+def assert_stats_match(stats: dict[str, ColumnStats], frame: pd.DataFrame, schema: Schema) -> None:
+    """``stats`` (fitted on Ray) equal :func:`pandas_stats` of ``frame``, column by column."""
+    import pytest
+
+    for name, expected in pandas_stats(frame, schema).items():
+        got = stats[name]
+        assert (got.count, got.missing) == (expected.count, expected.missing), name
+        if expected.frequencies is not None:
+            assert got.frequencies == expected.frequencies, name
+        else:
+            assert got.mean == pytest.approx(expected.mean, rel=1e-9), name
+            assert got.std == pytest.approx(expected.std, rel=1e-9, abs=1e-12), name
+            assert (got.min, got.max) == (expected.min, expected.max), name
+
+
 def register_model(
     registry: Registry,
     raw: pd.DataFrame,
@@ -69,25 +82,18 @@ def register_model(
         predict_scores(fitted, model, schema.task, x, len(classes)),
         n_classes=len(classes),
     )
-    buffer = io.BytesIO()
-    typed.to_parquet(buffer, index=False)
-    files = {
-        filename: data,
-        "features.json": pipeline.to_json().encode(),
-        "schema.json": json.dumps(schema.to_dict()).encode(),
-        "reference.parquet": buffer.getvalue(),
-        "metrics.json": json.dumps({"metric": "roc_auc", "holdout": metrics}).encode(),
-        "gate.json": b"{}",
-        "lineage.json": b"{}",
-    }
-    summary = {
-        "model": model,
-        "model_file": filename,
-        "metric": "roc_auc",
-        "score": metrics["roc_auc"],
-        "gate_passed": True,
-    }
-    return registry.register(files, summary=summary)
+    bundle = VersionBundle(
+        model_kind=model,
+        model_file=filename,
+        model=data,
+        features_json=pipeline.to_json(),
+        schema=schema.to_dict(),
+        reference=typed,
+        metrics={"metric": "roc_auc", "holdout": metrics},
+        gate={},
+        lineage={},
+    )
+    return bundle.register(registry, metric="roc_auc", score=metrics["roc_auc"], gate_passed=True)
 
 
 def random_rows(rows: int, seed: int = 0) -> pd.DataFrame:

@@ -13,12 +13,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import ray
 
 from raymlops.data.sources import file_digest, load_sklearn_frame, resolve_source
@@ -27,7 +30,17 @@ from raymlops.data.validation import ValidationReport, validate_frame
 from raymlops.errors import DataValidationError
 from raymlops.schema import Schema
 
-__all__ = ["ROW_ID", "ValidatedData", "load_validated", "sample_rows", "split"]
+__all__ = [
+    "ROW_ID",
+    "SplitBlocks",
+    "ValidatedData",
+    "load_split",
+    "load_validated",
+    "merge_samples",
+    "sample_candidates",
+    "sample_rows",
+    "split",
+]
 
 #: the global row number (0-based) carried through the typed dataset for the split
 ROW_ID = "__row_id"
@@ -91,6 +104,69 @@ def _validate_block(
     return typed, report
 
 
+def _read_blocks(source: str, schema: Schema) -> tuple[list[Any], list[int], list[str], str]:
+    """The source's blocks as ObjectRefs, each block's first global row number, the files and
+    their digest (Ray Data's read, then one cheap row-count task per block)."""
+    try:
+        dataset, files, digest = _read(source, schema)
+        refs = dataset.to_arrow_refs()
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise DataValidationError(f"cannot read {source}: {exc}") from None
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if hasattr(exc, "cause") else exc
+        raise DataValidationError(f"cannot read {source}: {cause}") from None
+    sizes = ray.get([_num_rows.remote(ref) for ref in refs])
+    return refs, _offsets(sizes), files, digest
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Row groups of one Parquet file, read by the task that validates them."""
+
+    filesystem: Any
+    path: str
+    row_groups: list[int]
+
+    def read(self) -> pa.Table:
+        return pq.ParquetFile(self.path, filesystem=self.filesystem).read_row_groups(
+            self.row_groups
+        )
+
+
+#: consecutive row groups of a file are read together up to this many rows
+_PIECE_ROWS = 250_000
+
+
+def _parquet_pieces(source: str) -> tuple[list[Any], list[int], list[str], str]:
+    """Parquet row groups as pieces for the validating tasks to read themselves: row counts
+    come from the files' footers, so nothing is read twice and no rows pass the driver."""
+    resolved = resolve_source(source)
+    pieces: list[Any] = []
+    sizes: list[int] = []
+    try:
+        for path in resolved.files:
+            meta = pq.ParquetFile(path, filesystem=resolved.filesystem).metadata
+            group: list[int] = []
+            rows = 0
+            for index in range(meta.num_row_groups):
+                group.append(index)
+                rows += meta.row_group(index).num_rows
+                if rows >= _PIECE_ROWS or index == meta.num_row_groups - 1:
+                    pieces.append(_Piece(resolved.filesystem, path, group))
+                    sizes.append(rows)
+                    group, rows = [], 0
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataValidationError(f"cannot read {source}: {exc}") from None
+    fs = resolved.filesystem
+    digests = ray.get([_file_digest.remote(fs, path) for path in resolved.files])
+    combined = hashlib.sha256("".join(digests).encode()).hexdigest()
+    return pieces, _offsets(sizes), resolved.files, combined
+
+
 def load_validated(source: str, schema: Schema, *, require_target: bool = True) -> ValidatedData:
     """Read ``source`` and validate every block in parallel against ``schema``.
 
@@ -101,16 +177,7 @@ def load_validated(source: str, schema: Schema, *, require_target: bool = True) 
         DataValidationError: a file is empty or a block breaks the schema; the error's
             ``report`` holds the per-column findings. Nothing downstream runs.
     """
-    try:
-        dataset, files, digest = _read(source, schema)
-        block_refs = dataset.to_arrow_refs()
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise DataValidationError(f"cannot read {source}: {exc}") from None
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if hasattr(exc, "cause") else exc
-        raise DataValidationError(f"cannot read {source}: {cause}") from None
-    sizes = ray.get([_num_rows.remote(ref) for ref in block_refs])
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int) if sizes else []
+    block_refs, offsets, files, digest = _read_blocks(source, schema)
     typed_refs, report_refs = [], []
     schema_dict = schema.to_dict()
     for ref, offset in zip(block_refs, offsets, strict=True):
@@ -160,6 +227,115 @@ def sample_rows(dataset: ray.data.Dataset, rows: int, *, seed: int) -> pd.DataFr
         return batch.assign(__key=keys)[keys < keep]
 
     frame = dataset.map_batches(_candidates, batch_format="pandas").to_pandas()
+    if len(frame) > rows:
+        frame = frame.nsmallest(rows, "__key")
+    return frame.drop(columns="__key").sort_values(ROW_ID).reset_index(drop=True)
+
+
+#: a function of one block's typed training rows whose (small) result comes back to the driver
+BlockSummary = Callable[[pd.DataFrame], Any]
+
+
+@dataclass
+class SplitBlocks:
+    """Typed rows validated and split in one pass, as blocks in the object store.
+
+    ``train`` and ``holdout`` are ObjectRefs of typed frames (with :data:`ROW_ID`);
+    ``summaries`` holds what ``summarize`` returned for each block's training rows.
+    """
+
+    train: list[Any]
+    holdout: list[Any]
+    summaries: list[Any]
+    report: ValidationReport
+    source: str
+    files: list[str]
+    digest: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+
+
+@ray.remote(num_returns=4)
+def _validate_split_block(  # type: ignore[no-untyped-def]
+    block, schema_dict: dict, offset: int, fraction: float, seed: int, summarize
+):
+    if isinstance(block, _Piece):
+        block = block.read()
+    frame = block.to_pandas() if isinstance(block, pa.Table) else block
+    schema = Schema.from_dict(schema_dict)
+    typed, report = validate_frame(frame, schema, row_offset=offset, require_target=True)
+    if not report.ok:  # the run stops at the merged report: no rows travel further
+        return None, None, report, (0, 0, None)
+    typed[ROW_ID] = np.arange(offset, offset + len(typed), dtype=np.int64)
+    mask = holdout_mask(typed[ROW_ID].to_numpy(), fraction=fraction, seed=seed)
+    train, holdout = typed[~mask], typed[mask]
+    summary = summarize(train) if summarize is not None else None
+    return train, holdout, report, (len(train), len(holdout), summary)
+
+
+def load_split(
+    source: str,
+    schema: Schema,
+    *,
+    fraction: float,
+    seed: int,
+    summarize: BlockSummary | None = None,
+) -> SplitBlocks:
+    """Read, validate and split ``source`` in one pass over its blocks, in Ray tasks.
+
+    Each task validates one block (global row numbers in the report), splits it by
+    :func:`~raymlops.data.split.holdout_mask` exactly like :func:`split`, and applies
+    ``summarize`` to its training rows (statistics, sample candidates): the rows stay in the
+    object store, only reports, counts and summaries come back.
+
+    Raises:
+        ConfigError: the source does not exist or has an unknown format.
+        DataValidationError: a file is empty or a block breaks the schema (merged report).
+    """
+    if resolve_source(source).kind == "parquet":
+        block_refs, offsets, files, digest = _parquet_pieces(source)
+    else:
+        block_refs, offsets, files, digest = _read_blocks(source, schema)
+    schema_dict = schema.to_dict()
+    summarize_ref = ray.put(summarize)
+    outputs = [
+        _validate_split_block.remote(ref, schema_dict, offset, fraction, seed, summarize_ref)
+        for ref, offset in zip(block_refs, offsets, strict=True)
+    ]
+    del block_refs  # the raw blocks are freed once their tasks are done
+    report = ValidationReport.merge(ray.get([out[2] for out in outputs]))
+    if not report.ok:
+        raise DataValidationError(report.render(), report=report)
+    counts = ray.get([out[3] for out in outputs])
+    return SplitBlocks(
+        train=[out[0] for out in outputs],
+        holdout=[out[1] for out in outputs],
+        summaries=[summary for _, _, summary in counts],
+        report=report,
+        source=source,
+        files=files,
+        digest=digest,
+        rows=report.rows,
+        train_rows=sum(n for n, _, _ in counts),
+        holdout_rows=sum(n for _, n, _ in counts),
+    )
+
+
+def sample_candidates(frame: pd.DataFrame, rows: int, *, seed: int) -> pd.DataFrame:
+    """The ``rows`` rows of one block with the smallest hash of their row number.
+
+    The global sample (:func:`merge_samples`) is drawn from these, so it equals
+    :func:`sample_rows` on the whole data while each block sends at most ``rows`` rows.
+    """
+    keys = unit_hash(frame[ROW_ID].to_numpy(), seed)
+    candidates = frame.assign(__key=keys)
+    return candidates.nsmallest(rows, "__key") if len(candidates) > rows else candidates
+
+
+def merge_samples(candidates: list[pd.DataFrame], rows: int) -> pd.DataFrame:
+    """The ``rows`` smallest-hash rows of all blocks' candidates, in row order, keys dropped."""
+    frame = pd.concat(candidates, ignore_index=True)
     if len(frame) > rows:
         frame = frame.nsmallest(rows, "__key")
     return frame.drop(columns="__key").sort_values(ROW_ID).reset_index(drop=True)

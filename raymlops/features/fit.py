@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,17 @@ from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
 from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
 from raymlops.schema import Schema
 
-__all__ = ["fit_pipeline", "fit_stats", "to_numpy"]
+__all__ = [
+    "BlockStats",
+    "TrainArrays",
+    "block_stats",
+    "fit_pipeline",
+    "fit_stats",
+    "merge_stats",
+    "pipeline_from_blocks",
+    "to_numpy",
+    "transform_blocks",
+]
 
 
 def fit_stats(
@@ -129,3 +141,186 @@ def to_numpy(
     y = frame.pop("__y").to_numpy()
     x = frame[pipeline.feature_names].to_numpy(dtype=np.float64)
     return x, y, ids
+
+
+# -- one pass over blocks (the training pipeline) -------------------------------------------------
+
+
+@dataclass
+class BlockStats:
+    """Mergeable statistics of one block: per numeric column (count, mean, M2, min, max),
+    per category column its value counts, and the target's class counts."""
+
+    rows: int
+    numeric: dict[str, tuple[int, float, float, float, float]] = field(default_factory=dict)
+    categories: dict[str, Counter] = field(default_factory=dict)
+    classes: Counter = field(default_factory=Counter)
+
+
+def block_stats(frame: pd.DataFrame, schema: Schema) -> BlockStats:
+    """Statistics of one block of typed rows (pure; runs in the task that validated it)."""
+    view = numeric_view(frame, schema)
+    out = BlockStats(rows=len(frame))
+    for name in schema.feature_columns:
+        if schema.columns[name].type == "category":
+            values = view[name].dropna()
+            out.categories[name] = Counter(
+                {str(k): int(v) for k, v in values.value_counts().items()}
+            )
+            continue
+        values = view[name].to_numpy(dtype=np.float64)
+        values = values[~np.isnan(values)]
+        if len(values) == 0:
+            out.numeric[name] = (0, 0.0, 0.0, np.inf, -np.inf)
+            continue
+        mean = float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        out.numeric[name] = (len(values), mean, m2, float(values.min()), float(values.max()))
+    if schema.task == "classification":
+        labels = frame[schema.target].astype(object).dropna()
+        out.classes = Counter({_plain(k): int(v) for k, v in labels.value_counts().items()})
+    return out
+
+
+def _merge_moments(
+    a: tuple[int, float, float, float, float], b: tuple[int, float, float, float, float]
+) -> tuple[int, float, float, float, float]:
+    """Chan et al.'s parallel update of count, mean and sum of squared deviations."""
+    n_a, mean_a, m2_a, min_a, max_a = a
+    n_b, mean_b, m2_b, min_b, max_b = b
+    n = n_a + n_b
+    if n == 0:
+        return a
+    delta = mean_b - mean_a
+    mean = mean_a + delta * n_b / n
+    m2 = m2_a + m2_b + delta * delta * n_a * n_b / n
+    return n, mean, m2, min(min_a, min_b), max(max_a, max_b)
+
+
+def merge_stats(
+    parts: list[BlockStats], schema: Schema
+) -> tuple[dict[str, ColumnStats], list[Any]]:
+    """Per-feature statistics and sorted target classes from every block's :class:`BlockStats`
+    (the same numbers :func:`fit_stats` computes with Ray Data aggregates)."""
+    rows = sum(p.rows for p in parts)
+    stats: dict[str, ColumnStats] = {}
+    for name in schema.feature_columns:
+        if schema.columns[name].type == "category":
+            counts: Counter = Counter()
+            for part in parts:
+                counts.update(part.categories.get(name, {}))
+            count = sum(counts.values())
+            stats[name] = ColumnStats(count=count, missing=rows - count, frequencies=dict(counts))
+            continue
+        moments = (0, 0.0, 0.0, np.inf, -np.inf)
+        for part in parts:
+            moments = _merge_moments(moments, part.numeric[name])
+        n, mean, m2, low, high = moments
+        stats[name] = ColumnStats(
+            count=n,
+            missing=rows - n,
+            mean=mean if n else None,
+            std=float(np.sqrt(m2 / n)) if n else None,
+            min=low if n else None,
+            max=high if n else None,
+        )
+    classes: list[Any] = []
+    if schema.task == "classification":
+        seen: Counter = Counter()
+        for part in parts:
+            seen.update(part.classes)
+        classes = sorted(seen, key=lambda v: (not isinstance(v, (int, float)), v))
+    return stats, classes
+
+
+def pipeline_from_blocks(parts: list[BlockStats], schema: Schema) -> FeaturePipeline:
+    """The feature pipeline of ``schema`` fitted on the blocks' merged statistics."""
+    stats, classes = merge_stats(parts, schema)
+    return FeaturePipeline.from_stats(schema, stats, classes)
+
+
+@ray.remote(num_returns=7)
+def _transform_block(  # type: ignore[no-untyped-def]
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    pipeline: FeaturePipeline,
+    target: str,
+    row_ids: str,
+    fraction: float,
+    seed: int,
+):
+    from raymlops.data.split import holdout_mask
+
+    def encode(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        x = pipeline.transform(frame).to_numpy(dtype=np.float64)
+        return x, pipeline.target.encode(frame[target])
+
+    x, y = encode(train)
+    mask = holdout_mask(train[row_ids].to_numpy(), fraction=fraction, seed=seed)
+    x_hold, y_hold = encode(holdout)
+    return x[~mask], y[~mask], x[mask], y[mask], mask, x_hold, y_hold
+
+
+@dataclass(frozen=True)
+class TrainArrays:
+    """Transformed rows in the object store (ObjectRefs of numpy arrays), nothing on the driver.
+
+    ``fit``/``valid`` are the training rows Tune fits on and scores on; ``valid_mask`` puts
+    them back in row order for the refit; ``holdout`` is the evaluation side.
+    """
+
+    fit: tuple[Any, Any]
+    valid: tuple[Any, Any]
+    valid_mask: Any
+    holdout: tuple[Any, Any]
+    fit_rows: int
+    valid_rows: int
+    n_features: int
+
+
+@ray.remote(num_returns=8)
+def _assemble(blocks: int, *parts):  # type: ignore[no-untyped-def]
+    """Seven arrays from the blocks' parts, each one concatenation (no intermediate copy)."""
+    joined = [np.concatenate(parts[i * blocks : (i + 1) * blocks]) for i in range(7)]
+    mask = joined[4]
+    return (*joined, (len(mask) - int(mask.sum()), int(mask.sum())))
+
+
+def transform_blocks(
+    train: list[Any],
+    holdout: list[Any],
+    pipeline: FeaturePipeline,
+    schema: Schema,
+    *,
+    row_ids: str,
+    valid_fraction: float,
+    valid_seed: int,
+) -> TrainArrays:
+    """Transform every block in parallel and join them, in Ray tasks, into the arrays Tune,
+    the refit and the evaluation read from the object store. Tune's validation rows are
+    chosen by :func:`~raymlops.data.split.holdout_mask` of the row number.
+
+    Raises:
+        ValueError: a label cannot be encoded (e.g. a class only in the holdout).
+    """
+    pipeline_ref = ray.put(pipeline)
+    outs = [
+        _transform_block.remote(
+            t, h, pipeline_ref, schema.target, row_ids, valid_fraction, valid_seed
+        )
+        for t, h in zip(train, holdout, strict=True)
+    ]
+    parts = [out[i] for i in range(7) for out in outs]
+    x_fit, y_fit, x_valid, y_valid, mask, x_hold, y_hold, sizes = _assemble.remote(
+        len(outs), *parts
+    )
+    fit_rows, valid_rows = ray.get(sizes)  # waits: a bad label fails this stage
+    return TrainArrays(
+        fit=(x_fit, y_fit),
+        valid=(x_valid, y_valid),
+        valid_mask=mask,
+        holdout=(x_hold, y_hold),
+        fit_rows=fit_rows,
+        valid_rows=valid_rows,
+        n_features=len(pipeline.feature_names),
+    )

@@ -52,6 +52,7 @@ from raymlops.monitoring.policy import (
     state_path,
 )
 from raymlops.registry import Registry
+from raymlops.registry.bundle import VersionBundle
 from raymlops.schema import Schema
 from raymlops.serving.monitor_sink import NAMESPACE, find_monitor, monitor_name
 from raymlops.storage import Storage
@@ -192,7 +193,7 @@ class DriftMonitor:
 
         if version not in self._references:
             frame = read_reference(self.registry, version)
-            schema = Schema.from_dict(json.loads(self.registry.read_verified(version, "schema.json")))
+            schema = Schema.from_dict(json.loads(self.registry.read_verified(version, VersionBundle.SCHEMA)))
             self._references[version] = _Reference(
                 ReferenceProfile.build(frame, schema), frame, schema
             )

@@ -52,11 +52,11 @@ def run_retrain(
     """Train on ``monitoring.retrain_source``, gate against the champion, promote if it passes
     (with ``monitoring.promote: canary``, move the ``challenger`` alias instead: the canary).
 
-    Returns the :class:`raymlops.pipeline.TrainResult`; the outcome is also written to
+    Returns the :class:`raymlops.training.run.TrainResult`; the outcome is also written to
     ``{storage}/monitoring/{name}/retrains/`` for ``raymlops monitor status``.
     """
-    from raymlops.pipeline import open_registry, train
     from raymlops.serving.push import push_alias_moved
+    from raymlops.training.run import open_registry, train
 
     source = config.monitoring.retrain_source or config.data.source
     registry = open_registry(config)

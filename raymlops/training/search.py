@@ -3,8 +3,8 @@
 The trials are drawn up front from the seeded search spaces and handed to Tune as a grid, so
 the same config and data give the same trials. Tune runs them ``max_concurrent`` at a time with
 the per-trial resources; actors are reused and nothing is checkpointed: a trial reports a
-validation score per step (boosting rounds, forest size) and the winner is refit once, in a
-Ray task with the same resources.
+validation score per step (boosting rounds, forest size); the winner is refit once, in a
+Ray task with the same resources, or kept as its trial left it (``keep_models``).
 
 Early stopping (``scheduler: asha``) applies ASHA's rule through :class:`OrderedASHA`: rung
 decisions are taken in trial order (:mod:`raymlops.training.rungs`), so they do not depend on
@@ -24,9 +24,11 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ from raymlops.config import TrainingConfig
 from raymlops.errors import RaymlopsError
 from raymlops.training.metrics import higher_is_better, score
 from raymlops.training.models import (
+    MODEL_FILES,
     FitOptions,
     TrialSpec,
     dump_model,
@@ -47,9 +50,17 @@ from raymlops.training.models import (
 )
 from raymlops.training.rungs import OrderedRungs, milestones
 
-__all__ = ["OrderedASHA", "SearchResult", "TrialResult", "refit", "run_search"]
+__all__ = [
+    "OrderedASHA",
+    "SearchResult",
+    "TrialResult",
+    "refit_parts",
+    "run_search",
+]
 
 _REDUCTION_FACTOR = 3
+#: marks the report that carries a finished trial's model (not a step of the search)
+_MODEL_SAVED = "model_saved"
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class TrialResult:
     fit_s: float
     node_id: str | None = None
     error: str | None = None
+    model_path: str | None = None  # the finished trial's model file (run_search keep_models)
 
     @property
     def spec(self) -> TrialSpec:
@@ -101,7 +113,7 @@ class OrderedASHA(FIFOScheduler):
         self.rungs.add_trial(index, max_steps=max_steps(self._specs[index], self._options))
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if "score" not in result:
+        if "score" not in result or result.get(_MODEL_SAVED):
             return TrialScheduler.CONTINUE
         index = trial.config["trial"]
         stop = self.rungs.record(
@@ -111,7 +123,7 @@ class OrderedASHA(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         index = trial.config["trial"]
-        if result and "score" in result:
+        if result and "score" in result and not result.get(_MODEL_SAVED):
             self.rungs.record(
                 index, step=int(result["training_iteration"]), score=float(result["score"])
             )
@@ -130,24 +142,36 @@ def _trainable(
     specs: list[TrialSpec],
     options: FitOptions,
     metric: str,
+    keep_model: bool = False,
 ) -> None:
     spec = specs[config["trial"]]
     node_id = ray.get_runtime_context().get_node_id()
     start = time.perf_counter()
+    # ObjectRefs are read here, on the trial's node, straight from the object store
+    x, y, x_valid, y_valid = (_resolve(data[k]) for k in ("x", "y", "x_valid", "y_valid"))
+
+    last: dict[str, Any] = {}
 
     def report(step: int, predictions: np.ndarray) -> None:
-        value = score(options.task, metric, data["y_valid"], predictions, options.n_classes)
+        value = score(options.task, metric, y_valid, predictions, options.n_classes)
         elapsed = time.perf_counter() - start
-        tune.report({"score": value, "step": step, "fit_s": elapsed, "node_id": node_id})
+        last.update(score=value, step=step, fit_s=elapsed, node_id=node_id)
+        tune.report(dict(last))
 
-    fit_model(
-        spec,
-        data["x"],
-        data["y"],
-        options,
-        valid=(data["x_valid"], data["y_valid"]),
-        on_step=report,
-    )
+    model, steps = fit_model(spec, x, y, options, valid=(x_valid, y_valid), on_step=report)
+    if keep_model:
+        # the finished trial's model, so the winner need not be fitted again (search.refit off);
+        # the scheduler and the rungs skip this report (it repeats the last score)
+        name, payload = dump_model(model, spec.model)
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, name).write_bytes(payload)
+            tune.report(
+                {**last, _MODEL_SAVED: True}, checkpoint=tune.Checkpoint.from_directory(folder)
+            )
+
+
+def _resolve(value: Any) -> Any:
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 @contextlib.contextmanager
@@ -195,8 +219,14 @@ def run_search(
     n_classes: int = 0,
     verbose: int = 1,
     name: str = "raymlops",
+    keep_models: bool = False,
 ) -> SearchResult:
-    """Run the Tune search described by ``training`` on (x, y) arrays; return every trial.
+    """Run the Tune search described by ``training`` on (x, y); return every trial.
+
+    ``train`` and ``valid`` hold numpy arrays or ObjectRefs of them; refs are read by each
+    trial from the object store, so the data never passes through the driver.
+    ``keep_models``: a trial that runs to its end keeps its model (``TrialResult.model_file``)
+    so the best one can be registered without a refit.
 
     Tune's experiment folder goes to Ray's usual place (``~/ray_results/<name>-<time>``).
 
@@ -226,7 +256,14 @@ def run_search(
     )
     data = {"x": train[0], "y": train[1], "x_valid": valid[0], "y_valid": valid[1]}
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data, specs=specs, options=options, metric=metric),
+        tune.with_parameters(
+            _trainable,
+            data=data,
+            specs=specs,
+            options=options,
+            metric=metric,
+            keep_model=keep_models,
+        ),
         {"cpu": resources.cpu, "gpu": resources.gpu},
     )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -293,24 +330,53 @@ def _trial_result(
         fit_s=float(metrics.get("fit_s", 0.0) or 0.0),
         node_id=metrics.get("node_id"),
         error=error,
+        model_path=_model_path(result.checkpoint, spec.model) if status == "done" else None,
     )
 
 
+def _model_path(checkpoint: Any, kind: str) -> str | None:
+    if checkpoint is None or checkpoint.filesystem.type_name != "local":
+        return None
+    path = Path(checkpoint.path, MODEL_FILES[kind])
+    return str(path) if path.exists() else None
+
+
 @ray.remote
-def _refit_task(
-    spec: TrialSpec, x: np.ndarray, y: np.ndarray, options: FitOptions
+def _refit_parts_task(  # type: ignore[no-untyped-def]
+    spec: TrialSpec, options: FitOptions, x_fit, y_fit, x_valid, y_valid, valid_mask
 ) -> tuple[str, bytes]:
+    # all training rows back in row order: the same model as a refit on the unsplit arrays
+    x = np.empty((len(valid_mask), x_fit.shape[1]), dtype=x_fit.dtype)
+    y = np.empty(len(valid_mask), dtype=y_fit.dtype)
+    x[~valid_mask], x[valid_mask] = x_fit, x_valid
+    y[~valid_mask], y[valid_mask] = y_fit, y_valid
+    del x_fit, x_valid
     model, _ = fit_model(spec, x, y, options)
     return dump_model(model, spec.model)
 
 
-def refit(
-    best: TrialResult, x: np.ndarray, y: np.ndarray, training: TrainingConfig, *, n_classes: int
+def refit_parts(
+    best: TrialResult,
+    fit: tuple[Any, Any],
+    valid: tuple[Any, Any],
+    valid_mask: Any,
+    training: TrainingConfig,
+    *,
+    n_classes: int,
 ) -> tuple[str, bytes]:
     """Fit the best trial's model on all training rows, as far as the trial got, in a Ray task
-    with the trial's resources (a GPU when configured). Returns the native model file."""
+    with the trial's resources (a GPU when configured). The search's fit and validation rows
+    (arrays or ObjectRefs) are joined in row order inside the task: the rows never pass
+    through the driver. Returns the native model file."""
     resources = training.resources_per_trial
-    options = FitOptions(
+    task = _refit_parts_task.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
+    options = _refit_options(best, training, n_classes)
+    return ray.get(task.remote(best.spec, options, *fit, *valid, valid_mask))
+
+
+def _refit_options(best: TrialResult, training: TrainingConfig, n_classes: int) -> FitOptions:
+    resources = training.resources_per_trial
+    return FitOptions(
         task=training.task,
         n_classes=n_classes,
         threads=max(1, int(resources.cpu)),
@@ -319,5 +385,3 @@ def refit(
         rounds_per_report=training.search.rounds_per_report,
         steps=max(1, best.steps),
     )
-    task = _refit_task.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
-    return ray.get(task.remote(best.spec, x, y, options))

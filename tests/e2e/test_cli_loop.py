@@ -59,7 +59,7 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "churn v1 registered and promoted to champion" in first.stdout
     assert "Tune trials" in first.stdout
-    for stage in ("read and validate data (Ray Data)", "search (Ray Tune)", "register version"):
+    for stage in ("read and validate data", "search (Ray Tune)", "register version"):
         assert stage in first.stderr, f"progress shows the stage {stage!r}"
 
     show = run("registry", "show", "--config", config, "champion", cwd=tmp_path)

@@ -209,14 +209,15 @@ def test_train_job_registers_a_version_with_trials_on_both_workers(
     assert "local folder: fine for a cluster whose nodes all run on this machine" in output
     from raymlops.config import load_config
     from raymlops.pipeline import open_registry
+    from raymlops.registry.bundle import BundleReader
 
     registry = open_registry(load_config(project))
     assert registry.versions() == ["v1"]
     assert registry.verify("v1").ok
-    trials = json.loads(registry.read_verified("v1", "trials.json"))
+    trials = BundleReader(registry, "v1").trials()
     print("trial seconds:", [round(t["time_s"], 1) for t in trials])
     nodes = {t["node_id"] for t in trials}
-    lineage = json.loads(registry.read_verified("v1", "lineage.json"))
+    lineage = BundleReader(registry, "v1").lineage()
     assert len(nodes) == 2, f"8 trials, 2 at a time on two 1-CPU workers: nodes {nodes}"
     assert set(lineage["ray"]["nodes"]) == nodes
     worker_ids = {

@@ -15,7 +15,7 @@ from raymlops.examples import make_churn
 from raymlops.features.fit import fit_pipeline, to_numpy
 from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
-from tests.helpers import pandas_stats
+from tests.helpers import assert_stats_match, pandas_stats
 
 SCHEMA = Schema.from_columns(
     {
@@ -153,3 +153,79 @@ def test_sources_given_as_uris_go_through_pyarrow_fs(three_files: Path) -> None:
     assert data.digest == load_validated(str(three_files / "part-*.csv"), SCHEMA).digest
     with pytest.raises(ConfigError, match="not found"):
         load_validated(f"file://{three_files}/missing/x.csv", SCHEMA)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_one_pass_split_statistics_and_sample_equal_the_separate_passes(
+    three_files: Path, kind: str
+) -> None:
+    """Given the same files, the one-pass load_split gives the same split, statistics,
+    reference sample and transformed rows as Ray Data's separate passes and pandas."""
+    import ray
+
+    from raymlops.data.dataset import load_split, merge_samples, sample_candidates, sample_rows
+    from raymlops.features.fit import block_stats, pipeline_from_blocks, transform_blocks
+
+    if kind == "parquet":
+        for part in range(3):
+            make_churn(1000, seed=part).astype({"signup_date": "datetime64[ns]"}).to_parquet(
+                three_files / f"part-{part}.parquet"
+            )
+    source = str(three_files / f"part-*.{kind}")
+
+    def summarize(train: pd.DataFrame) -> tuple:
+        return block_stats(train, SCHEMA), sample_candidates(train, 500, seed=7)
+
+    one_pass = load_split(source, SCHEMA, fraction=0.25, seed=1, summarize=summarize)
+    data = load_validated(source, SCHEMA)
+    train_ds, holdout_ds = split(data.dataset, fraction=0.25, seed=1)
+    train = pd.concat(ray.get(one_pass.train), ignore_index=True)
+    holdout = pd.concat(ray.get(one_pass.holdout), ignore_index=True)
+    assert train[ROW_ID].tolist() == train_ds.to_pandas()[ROW_ID].tolist()
+    assert holdout[ROW_ID].tolist() == holdout_ds.to_pandas()[ROW_ID].tolist()
+    assert (one_pass.rows, one_pass.train_rows, one_pass.holdout_rows) == (
+        3000,
+        len(train),
+        len(holdout),
+    )
+    assert one_pass.digest == data.digest
+    pipeline = pipeline_from_blocks([s for s, _ in one_pass.summaries], SCHEMA)
+    assert_stats_match(pipeline.stats, train, SCHEMA)
+    assert pipeline.target.classes == ["no", "yes"]
+    reference = merge_samples([c for _, c in one_pass.summaries], 500)
+    # the same rows and values; Ray Data's own round trip types text as string[pyarrow]
+    pd.testing.assert_frame_equal(reference, sample_rows(train_ds, 500, seed=7), check_dtype=False)
+    arrays = transform_blocks(
+        one_pass.train,
+        one_pass.holdout,
+        pipeline,
+        SCHEMA,
+        row_ids=ROW_ID,
+        valid_fraction=0.2,
+        valid_seed=2,
+    )
+    x_fit, x_valid, mask = ray.get([arrays.fit[0], arrays.valid[0], arrays.valid_mask])
+    expected = pipeline.transform(train).to_numpy()
+    np.testing.assert_array_equal(x_fit, expected[~mask])
+    np.testing.assert_array_equal(x_valid, expected[mask])
+    np.testing.assert_array_equal(
+        ray.get(arrays.holdout[0]), pipeline.transform(holdout).to_numpy()
+    )
+    assert (arrays.fit_rows, arrays.valid_rows) == (int((~mask).sum()), int(mask.sum()))
+
+
+def test_one_pass_reports_bad_cells_with_global_row_numbers(tmp_path: Path) -> None:
+    """Given Parquet files (read by the validating tasks themselves) with a bad cell in the
+    third, load_split names the column and the global row, as load_validated does."""
+    from raymlops.data.dataset import load_split
+
+    for part in range(3):
+        frame = make_churn(1000, seed=part).astype({"signup_date": "datetime64[ns]"})
+        if part == 2:
+            frame.loc[10, "tenure_months"] = -3
+        frame.to_parquet(tmp_path / f"part-{part}.parquet")
+    with pytest.raises(DataValidationError) as caught:
+        load_split(str(tmp_path / "*.parquet"), SCHEMA, fraction=0.2, seed=1)
+    found = {(i.column, i.problem): i.examples for i in caught.value.report.issues}
+    assert [row for row, _ in found[("tenure_months", "out of range")]] == [2011]
+    assert caught.value.report.rows == 3000

@@ -16,6 +16,7 @@ from raymlops.config import load_config
 from raymlops.data.split import holdout_mask
 from raymlops.examples import make_churn
 from raymlops.pipeline import open_registry
+from raymlops.registry.bundle import BundleReader
 from raymlops.schema import Schema
 from tests.conftest import write_project
 from tests.helpers import register_model
@@ -184,7 +185,7 @@ def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, 
     assert outcome["promoted"] is False
     assert outcome["gate"]["passed"] is False
     assert any("roc_auc" in reason for reason in outcome["gate"]["reasons"]), outcome["gate"]
-    lineage = json.loads(registry.read_verified("v2", "lineage.json"))
+    lineage = BundleReader(registry, "v2").lineage()
     assert lineage["retrain"]["parent_version"] == "v1"
     assert lineage["retrain"]["trigger_window"] == 2
     assert lineage["retrain"]["trigger_report"] == status["reports"][0]

@@ -23,6 +23,7 @@ import pytest
 
 from raymlops.errors import StorageError
 from raymlops.registry import Registry
+from raymlops.registry.bundle import BundleReader
 from raymlops.s3lock import S3Lock
 from raymlops.schema import Schema
 from raymlops.storage import Storage, _s3_client
@@ -132,7 +133,7 @@ def test_registry_round_trip_on_s3(
     assert registry.champion() == "v1"
     assert event.previous == "v2"
     assert [e.action for e in registry.audit()] == ["promote", "promote", "rollback"]
-    assert json.loads(registry.read_verified("v2", "metrics.json"))
+    assert BundleReader(registry, "v2").metrics()
     assert not storage.exists("models/churn/.lock"), "the lock object is deleted on release"
     # and a fresh Storage (as another process would open it) reads the same registry
     again = Registry(Storage.from_uri(_uri(s3_endpoint, "round-trip")), "churn")
@@ -277,7 +278,7 @@ def test_train_reads_data_from_s3_and_registers_on_s3(s3_endpoint: str, tmp_path
     registry = open_registry(load_config(config))
     assert registry.champion() == "v1"
     assert registry.verify("v1").ok
-    lineage = json.loads(registry.read_verified("v1", "lineage.json"))
+    lineage = BundleReader(registry, "v1").lineage()
     assert f"{BUCKET}/data/churn/train.csv" in lineage["data"]["source"]
     assert lineage["data"]["rows"]["total"] == 1500
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix="train/models/churn/versions/v1/")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +12,7 @@ from raymlops.config import load_config
 from raymlops.examples import make_churn
 from raymlops.pipeline import open_registry
 from raymlops.predictor import load_predictor, read_reference
+from raymlops.registry.bundle import BundleReader
 from tests.conftest import XOR_COLUMNS, write_project, xor_frame
 
 
@@ -26,7 +26,7 @@ def test_unseen_csv_with_categories_and_nulls_becomes_a_verified_champion(
     registry = open_registry(load_config(churn_project))
     assert registry.champion() == "v1"
     assert registry.verify("v1").ok
-    lineage = json.loads(registry.read_verified("v1", "lineage.json"))
+    lineage = BundleReader(registry, "v1").lineage()
     assert lineage["data"]["rows"]["total"] == 3000
     assert len(lineage["data"]["digest"]) == 64
     assert lineage["parent"] is None
@@ -64,10 +64,10 @@ def test_a_weaker_model_is_registered_but_not_promoted(
     assert "vs champion" in out
     registry = open_registry(load_config(weak))
     assert registry.champion() == "v1"
-    gate = json.loads(registry.read_verified("v2", "gate.json"))
+    gate = BundleReader(registry, "v2").gate()
     assert gate["passed"] is False
     assert gate["champion_version"] == "v1"
-    lineage = json.loads(registry.read_verified("v2", "lineage.json"))
+    lineage = BundleReader(registry, "v2").lineage()
     assert lineage["parent"] == "v1"
     assert [e.version for e in registry.audit()] == ["v1"]
 
@@ -141,6 +141,7 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
         target="monthly_spend",
         task="regression",
         models="[xgboost, ridge]",
+        search="{num_samples: 4, max_concurrent: 2, max_boosting_rounds: 30, refit: true}",
         columns="""\
     plan:          {type: category, categories: [basic, pro, enterprise]}
     region:        {type: category, nullable: true}
@@ -159,7 +160,50 @@ def test_regression_task_on_parquet(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["train", "--config", str(config), "--promote"]) == 0
     registry = open_registry(load_config(config))
-    metrics = json.loads(registry.read_verified("v1", "metrics.json"))
+    metrics = BundleReader(registry, "v1").metrics()
     assert metrics["metric"] == "rmse"
     assert metrics["holdout"]["r2"] > 0.5, "plan explains most of the spend"
+    assert BundleReader(registry, "v1").lineage()["refit"] is True, "search.refit: true refits"
     assert isinstance(pd.read_parquet(tmp_path / "data" / "d.parquet"), pd.DataFrame)
+
+
+def test_the_driver_never_collects_rows_and_refit_off_registers_the_trials_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given Parquet data, when training with every driver-side collect of Ray Data made to
+    fail, training still succeeds (the rows stay in the object store); with search.refit off
+    the best trial's own model is registered and no refit stage runs."""
+    import ray.data
+
+    from raymlops.training.run import train
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the driver collected rows")
+
+    for name in ("to_pandas", "count", "take", "take_all", "iter_batches", "to_numpy_refs"):
+        monkeypatch.setattr(ray.data.Dataset, name, refuse)
+    (tmp_path / "data").mkdir()
+    xor_frame(3000).to_parquet(tmp_path / "data" / "d.parquet")
+    config = write_project(
+        tmp_path,
+        source="./data/d.parquet",
+        columns=XOR_COLUMNS,
+        target="label",
+        models="[xgboost]",
+        search="{num_samples: 2, max_concurrent: 2, max_boosting_rounds: 30, refit: false}",
+    )
+    result = train(load_config(config), promote=True, verbose=0)
+    assert result.promoted
+    assert "refit best on all training rows" not in result.stages
+    assert result.rows == {
+        "total": 3000,
+        "train": result.rows["train"],
+        "holdout": 3000 - result.rows["train"],
+    }
+    lineage = BundleReader(open_registry(load_config(config)), result.version).lineage()
+    assert lineage["refit"] is False
+    assert result.metrics["roc_auc"] > 0.9, "xgboost learns the interaction"
+    assert all(
+        "model_path" not in t
+        for t in BundleReader(open_registry(load_config(config)), "v1").trials()
+    )

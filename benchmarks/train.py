@@ -1,0 +1,372 @@
+"""``raymlops train`` against what a user would write instead: pandas + xgboost (issue 11).
+
+Both sides train the same XGBoost trials (parameters and seeds drawn by raymlops's seeded
+search; ``hist``, 1 thread per trial, the same number of boosting rounds) on the same
+generated Parquet file (30 float columns, a binary label):
+
+* **raymlops**: :func:`raymlops.training.run.train` in this process (the driver), Ray started
+  beforehand; Tune runs the trials ``--concurrent`` at a time, 1 CPU each.
+* **pandas + xgboost**: ``pandas.read_parquet``, ``train_test_split``, one ``DMatrix``, then
+  ``xgboost.train`` for each trial one after another, the best by validation AUC; run in a
+  fresh process so its time and memory are its own.
+
+Before a timing counts, both best models are scored on an independent test file (rows neither
+side trained on): their AUCs must agree within ``--auc-tolerance`` (default 0.01), else the
+benchmark exits 1. Reported: wall time of each side, raymlops's stage times, and the peak RSS
+of each driver (``VmRSS`` of ``/proc/<pid>/status`` sampled every 20 ms).
+
+Usage::
+
+    .venv/bin/python benchmarks/train.py --quick          # 50,000 rows: CI, well under a minute
+    .venv/bin/python benchmarks/train.py                  # 1M rows
+    .venv/bin/python benchmarks/train.py --full           # 1M and 4M rows
+
+Writes ``train.json`` and ``train.md`` (and ``train.png`` when matplotlib imports) to
+``--out`` (default ``benchmarks/results``). Exit 0, or 1 when the two sides' AUCs disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+FEATURES = [f"f{i:02d}" for i in range(30)]
+TARGET = "label"
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def make_data(path: Path, rows: int, seed: int) -> None:
+    """``rows`` rows of 30 float columns and a 0/1 label that depends on a few of them."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, len(FEATURES))).astype(np.float64)
+    logit = 1.5 * x[:, 0] - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] + np.sin(2 * x[:, 4])
+    label = (logit + rng.logistic(size=rows) > 0).astype(np.int64)
+    frame = pd.DataFrame(x, columns=FEATURES).assign(**{TARGET: label})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250_000)
+
+
+def write_config(root: Path, source: Path, args: argparse.Namespace) -> Path:
+    columns = "".join(f"    {name}: {{type: float}}\n" for name in FEATURES)
+    text = (
+        "name: bench\n"
+        f"storage: {root / 'store'}\n"
+        "data:\n"
+        f"  source: {source}\n"
+        f"  target: {TARGET}\n"
+        "  columns:\n"
+        f"{columns}"
+        f"    {TARGET}: {{type: int}}\n"
+        "training:\n"
+        "  task: classification\n"
+        "  metric: roc_auc\n"
+        "  models: [xgboost]\n"
+        f"  search: {{num_samples: {args.trials}, max_concurrent: {args.concurrent}, "
+        f"scheduler: fifo, max_boosting_rounds: {args.rounds}, "
+        f"rounds_per_report: {args.rounds_per_report}, time_budget_s: 3600, "
+        f"refit: {'true' if args.refit else 'false'}}}\n"
+    )
+    path = root / "raymlops.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class PeakRss:
+    """The peak RSS of this process while the block runs, sampled every ``every_s``."""
+
+    def __init__(self, every_s: float = 0.02) -> None:
+        self.every_s = every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def auc_on(test_path: Path, predict: Any) -> float:
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    test = pd.read_parquet(test_path)
+    return float(roc_auc_score(test[TARGET].to_numpy(), predict(test)))
+
+
+# -- the two sides -------------------------------------------------------------------------------
+
+
+def trial_params(args: argparse.Namespace) -> list[tuple[dict[str, Any], int]]:
+    """The trials raymlops's search draws for this config: (parameters, seed) each."""
+    from raymlops.training.models import sample_trials
+
+    specs = sample_trials(["xgboost"], num_samples=args.trials, seed=args.search_seed)
+    return [(spec.params, spec.seed) for spec in specs]
+
+
+def baseline(
+    source: str, test: str, trials: list[tuple[dict[str, Any], int]], rounds: int, queue: Any
+) -> None:
+    """What a user writes: read, split, train each trial one after another, keep the best."""
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        import pandas as pd
+        import xgboost as xgb
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import train_test_split
+
+        frame = pd.read_parquet(source)
+        read_s = time.perf_counter() - started
+        x, y = frame[FEATURES].to_numpy(), frame[TARGET].to_numpy()
+        del frame
+        x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.2, random_state=0)
+        dtrain = xgb.DMatrix(x_tr, label=y_tr, nthread=1)
+        dvalid = xgb.DMatrix(x_va, nthread=1)
+        best, best_auc = None, -1.0
+        for params, seed in trials:
+            booster = xgb.train(
+                {
+                    "tree_method": "hist",
+                    "nthread": 1,
+                    "seed": seed,
+                    "objective": "binary:logistic",
+                    **params,
+                },
+                dtrain,
+                num_boost_round=rounds,
+            )
+            auc = roc_auc_score(y_va, booster.predict(dvalid))
+            if auc > best_auc:
+                best, best_auc = booster, auc
+        wall = time.perf_counter() - started
+    test_auc = auc_on(Path(test), lambda t: best.inplace_predict(t[FEATURES].to_numpy()))
+    queue.put({"wall_s": wall, "read_s": read_s, "peak_rss": rss.peak, "test_auc": test_auc})
+
+
+def run_baseline(
+    source: Path, test: Path, trials: list[tuple[dict[str, Any], int]], rounds: int
+) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=baseline, args=(str(source), str(test), trials, rounds, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
+    from raymlops.config import load_config
+    from raymlops.predictor import load_predictor
+    from raymlops.training.run import open_registry, train
+    from raymlops.training.stages import StageLog
+
+    config = load_config(config_path)
+    stages = StageLog()
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        result = train(config, stages=stages, verbose=0)
+        wall = time.perf_counter() - started
+    predictor = load_predictor(open_registry(config), result.version)
+    test_auc = auc_on(test, lambda t: predictor.scores(predictor.validate(t))[:, 1])
+    return {
+        "wall_s": wall,
+        "peak_rss": rss.peak,
+        "test_auc": test_auc,
+        "holdout_auc": result.metrics["roc_auc"],
+        "stages": {k: v for k, v in result.stages.items() if k != "start Ray"},
+        "version": result.version,
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"# raymlops train vs pandas + xgboost ({args.trials} trials, {args.rounds} rounds, "
+        f"hist, 1 thread per trial, {os.cpu_count()} cores)",
+        "",
+        "| rows | trials | raymlops train | pandas + xgboost | ratio | driver peak RSS "
+        "(raymlops) | peak RSS (pandas) | test AUC raymlops / pandas |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['rows']:,} | {r['trials']} | {r['raymlops']['wall_s']:.1f} s "
+            f"| {r['baseline']['wall_s']:.1f} s | {r['ratio']:.2f}x "
+            f"| {r['raymlops']['peak_rss'] / 1e9:.2f} GB | {r['baseline']['peak_rss'] / 1e9:.2f} GB "
+            f"| {r['raymlops']['test_auc']:.4f} / {r['baseline']['test_auc']:.4f} |"
+        )
+    for r in rows:
+        lines += [
+            "",
+            f"raymlops stages at {r['rows']:,} rows (s):",
+            "",
+            "| stage | s |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {s:.2f} |" for name, s in r["raymlops"]["stages"].items()]
+        lines.append(f"| (pandas read_parquet) | {r['baseline']['read_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [f"{r['rows']:,}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    at = np.arange(len(rows))
+    left.bar(at - 0.2, [r["raymlops"]["wall_s"] for r in rows], 0.4, label="raymlops train")
+    left.bar(at + 0.2, [r["baseline"]["wall_s"] for r in rows], 0.4, label="pandas + xgboost")
+    left.set(xticks=at, xticklabels=labels, xlabel="rows", ylabel="wall time (s)")
+    left.legend()
+    right.bar(
+        at - 0.2, [r["raymlops"]["peak_rss"] / 1e9 for r in rows], 0.4, label="raymlops driver"
+    )
+    right.bar(
+        at + 0.2, [r["baseline"]["peak_rss"] / 1e9 for r in rows], 0.4, label="pandas process"
+    )
+    right.set(xticks=at, xticklabels=labels, xlabel="rows", ylabel="peak RSS (GB)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/train.py", description=__doc__.split("\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="50,000 rows (CI)")
+    size.add_argument("--full", action="store_true", help="1M and 4M rows")
+    size.add_argument("--rows", type=int, nargs="+", help="row counts to run")
+    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--concurrent", type=int, default=2, help="raymlops trials at once")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--rounds-per-report", type=int, default=10)
+    parser.add_argument("--search-seed", type=int, default=42)
+    parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="raymlops search.refit (default: the config's default)",
+    )
+    parser.add_argument("--auc-tolerance", type=float, default=0.01)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
+    args = parser.parse_args(argv)
+    if args.refit is None:
+        from raymlops.config import SearchConfig
+
+        args.refit = SearchConfig().refit
+    args.sizes = args.rows or (
+        [50_000] if args.quick else [1_000_000, 4_000_000] if args.full else [1_000_000]
+    )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from raymlops.runtime import ensure_ray
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ensure_ray(args.address)  # not timed: both sides start with their libraries ready
+    trials = trial_params(args)
+    rows_out: list[dict[str, Any]] = []
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        root = Path(tmp)
+        for rows in args.sizes:
+            data, test = root / f"train-{rows}.parquet", root / f"test-{rows}.parquet"
+            make_data(data, rows, seed=1)
+            make_data(test, min(rows, 200_000), seed=2)
+            project = root / f"project-{rows}"
+            project.mkdir()
+            ours = run_raymlops(write_config(project, data, args), test)
+            theirs = run_baseline(data, test, trials, args.rounds)
+            gap = abs(ours["test_auc"] - theirs["test_auc"])
+            agree = gap <= args.auc_tolerance
+            failed |= not agree
+            row = {
+                "rows": rows,
+                "trials": args.trials,
+                "raymlops": ours,
+                "baseline": theirs,
+                "ratio": ours["wall_s"] / theirs["wall_s"],
+                "auc_gap": gap,
+                "auc_agree": agree,
+            }
+            rows_out.append(row)
+            print(
+                f"{rows:>9,} rows: raymlops {ours['wall_s']:.1f}s (peak {ours['peak_rss'] / 1e9:.2f} GB), "
+                f"pandas+xgboost {theirs['wall_s']:.1f}s ({theirs['peak_rss'] / 1e9:.2f} GB), "
+                f"ratio {row['ratio']:.2f}x; test AUC {ours['test_auc']:.4f} vs {theirs['test_auc']:.4f}"
+                + ("" if agree else f"  DISAGREE by {gap:.4f} > {args.auc_tolerance}"),
+                flush=True,
+            )
+    report = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": rows_out,
+    }
+    (args.out / "train.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "train.md").write_text(markdown(rows_out, args))
+    plot(rows_out, args.out / "train.png")
+    print(f"wrote {args.out / 'train.json'} and train.md")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Stage 1, prepare: read, validate, split and gather statistics in one pass, then transform.
+
+Everything runs in Ray tasks over the data's blocks; the driver receives the validation
+report, row counts, mergeable statistics and the reference sample, never the rows.
+
+Example:
+    >>> prepared = prepare(config, schema, config.data.source, StageLog())  # doctest: +SKIP
+    >>> prepared.rows.train, prepared.n_classes  # doctest: +SKIP
+    (2400, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from raymlops.config import ProjectConfig
+from raymlops.data.dataset import ROW_ID, SplitBlocks, load_split, merge_samples, sample_candidates
+from raymlops.errors import DataValidationError
+from raymlops.features.fit import (
+    BlockStats,
+    TrainArrays,
+    block_stats,
+    pipeline_from_blocks,
+    transform_blocks,
+)
+from raymlops.features.pipeline import FeaturePipeline
+from raymlops.schema import Schema
+from raymlops.training.stages import StageLog
+
+__all__ = ["Prepared", "RowCounts", "prepare"]
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    total: int
+    train: int
+    holdout: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"total": self.total, "train": self.train, "holdout": self.holdout}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data's description, the fitted feature pipeline and ObjectRefs of the rows."""
+
+    data: SplitBlocks  # typed train/holdout blocks (refs), source, files, digest
+    rows: RowCounts
+    pipeline: FeaturePipeline
+    n_classes: int
+    arrays: TrainArrays  # transformed rows in the object store
+    reference: pd.DataFrame  # the drift reference sample (training rows)
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """What one block's task sends back: statistics and reference-sample candidates."""
+
+    stats: BlockStats
+    candidates: pd.DataFrame
+
+
+def _summarizer(schema: Schema, reference_rows: int, seed: int) -> Any:
+    def summarize(train: pd.DataFrame) -> _Summary:
+        return _Summary(
+            block_stats(train, schema), sample_candidates(train, reference_rows, seed=seed)
+        )
+
+    return summarize
+
+
+def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog) -> Prepared:
+    """Validate ``source`` against ``schema``, split it, fit the features and transform.
+
+    Raises:
+        DataValidationError: the data breaks the schema, a side of the split is empty, or a
+            classification target has fewer than two classes (nothing is registered).
+    """
+    split = config.data.split
+    with stages.stage("read and validate data (one pass: split, statistics, sample)") as note:
+        summarize = _summarizer(schema, config.data.reference_rows, split.seed + 7)
+        data = load_split(
+            source, schema, fraction=split.test_fraction, seed=split.seed, summarize=summarize
+        )
+        rows = RowCounts(data.rows, data.train_rows, data.holdout_rows)
+        note["detail"] = (
+            f"{rows.total} rows ok: {rows.train} train, {rows.holdout} holdout "
+            f"(seed {split.seed}), {len(data.train)} blocks"
+        )
+        _check_split(rows)
+    with stages.stage("fit features (merged block statistics)") as note:
+        pipeline = pipeline_from_blocks([s.stats for s in data.summaries], schema)
+        n_classes = _check_classes(schema, pipeline)
+        reference = merge_samples(
+            [s.candidates for s in data.summaries], config.data.reference_rows
+        )
+        data.summaries.clear()  # the candidates are not needed any more
+        note["detail"] = (
+            f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
+        )
+    with stages.stage("transform (Ray tasks)") as note:
+        try:
+            arrays = transform_blocks(
+                data.train,
+                data.holdout,
+                pipeline,
+                schema,
+                row_ids=ROW_ID,
+                valid_fraction=config.training.search.validation_fraction,
+                valid_seed=split.seed + 1,
+            )
+        except ValueError as exc:
+            raise DataValidationError(f"column {schema.target!r}: {_cause(exc)}") from None
+        note["detail"] = (
+            f"X {arrays.fit_rows + arrays.valid_rows}x{arrays.n_features}; "
+            f"{arrays.valid_rows} rows for Tune's validation"
+        )
+    return Prepared(data, rows, pipeline, n_classes, arrays, reference.drop(columns=[ROW_ID]))
+
+
+def _cause(exc: Exception) -> Exception:
+    """The task's own error, without Ray's traceback around it."""
+    return getattr(exc, "cause", None) or exc
+
+
+def _check_split(rows: RowCounts) -> None:
+    if rows.train == 0 or rows.holdout == 0:
+        raise DataValidationError(
+            f"the split left {rows.train} train and {rows.holdout} holdout rows; "
+            "more data or another data.split.test_fraction is needed"
+        )
+
+
+def _check_classes(schema: Schema, pipeline: FeaturePipeline) -> int:
+    n_classes = len(pipeline.target.classes)
+    if schema.task == "classification" and n_classes < 2:
+        raise DataValidationError(
+            f"column {schema.target!r}: the training rows hold {n_classes} class(es); "
+            "classification needs at least 2"
+        )
+    return n_classes

@@ -1,0 +1,39 @@
+"""Stage bookkeeping shared by the training stages: timings and progress events.
+
+Example:
+    >>> log = StageLog()
+    >>> with log.stage("split") as note:
+    ...     note["detail"] = "80/20"
+    >>> list(log.seconds)
+    ['split']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["StageLog"]
+
+
+@dataclass
+class StageLog:
+    """Timings of the pipeline's stages; ``on_start``/``on_end`` let a CLI show progress."""
+
+    on_start: Callable[[str], None] | None = None
+    on_end: Callable[[str, float, str], None] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, str]]:
+        note: dict[str, str] = {"detail": ""}
+        if self.on_start:
+            self.on_start(name)
+        started = time.perf_counter()
+        yield note
+        elapsed = time.perf_counter() - started
+        self.seconds[name] = elapsed
+        if self.on_end:
+            self.on_end(name, elapsed, note["detail"])

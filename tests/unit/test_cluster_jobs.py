@@ -100,6 +100,32 @@ def test_every_node_gets_its_own_ports_and_the_head_binds_the_dashboard_to_loopb
     assert "--num-cpus=1" in worker
     assert "--temp-dir=/t/1" in worker
     assert not any(a.startswith("--dashboard-port") for a in worker)
+    for command in (head, worker):  # every server of every node on loopback
+        assert "--node-ip-address=127.0.0.1" in command
+
+
+def test_loopback_stays_loopback_and_wildcards_become_loopback() -> None:
+    from raymlops.raystart import keep_loopback, loopback_address
+
+    outward = keep_loopback(lambda host: "192.0.2.7")
+    assert outward("127.0.0.1") == "127.0.0.1"
+    assert outward("::1") == "::1"
+    assert outward("localhost") == "192.0.2.7", "a name goes to Ray's resolver"
+    assert outward("10.1.2.3") == "192.0.2.7"
+    assert loopback_address("[::]:0") == "127.0.0.1:0"
+    assert loopback_address("0.0.0.0:8000") == "127.0.0.1:8000"
+    assert loopback_address("10.1.2.3:9") == "10.1.2.3:9"
+
+
+def test_a_local_ray_refuses_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raymlops.errors import UsageError
+    from raymlops.runtime import refuse_haproxy
+
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    with pytest.raises(UsageError, match="every network interface"):
+        refuse_haproxy()
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    refuse_haproxy()
 
 
 def test_free_ports_are_distinct() -> None:

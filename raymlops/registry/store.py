@@ -17,6 +17,9 @@ Guarantees:
   checks them before anything is loaded, and :meth:`Registry.verify` checks a whole version.
 * Aliases move only to a version that verifies, under a lock (``flock`` locally), by writing a
   new ``aliases.json`` and renaming it over the old one; every move is appended to the audit log.
+* Aliases move only to a version that loads and scores its own reference rows in a child
+  process (:mod:`raymlops.registry.probe`): a model file that crashes its loader is refused
+  before anything serves it.
 
 Example:
     >>> registry = Registry(Storage.from_uri("./.raymlops"), "churn")  # doctest: +SKIP
@@ -33,6 +36,7 @@ import json
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,13 +103,29 @@ class AuditEvent:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-class Registry:
-    """Versions, aliases and the audit log of one model name on a :class:`Storage`."""
+def _probe_in_child(registry: Registry, version: str) -> None:
+    from raymlops.registry.probe import probe_version
 
-    def __init__(self, storage: Storage, name: str) -> None:
+    probe_version(registry, version)
+
+
+#: ``probe(registry, version)`` raises to refuse a version an alias would move to
+Probe = Callable[["Registry", str], None]
+
+
+class Registry:
+    """Versions, aliases and the audit log of one model name on a :class:`Storage`.
+
+    ``probe`` checks a version before an alias moves to it; the default loads it and scores
+    its reference rows in a child process. ``None`` skips that (only for registries whose
+    files are not models, as in some tests).
+    """
+
+    def __init__(self, storage: Storage, name: str, *, probe: Probe | None = _probe_in_child) -> None:
         self.storage = storage
         self.name = name
         self.base = f"models/{name}"
+        self.probe = probe
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.base, *parts])
@@ -325,8 +345,13 @@ class Registry:
             raise RegistryError(
                 f"alias {alias!r} is not a valid name (lowercase letters, digits, - and _)"
             )
+        # the probe takes seconds: it runs before the lock (versions are immutable), and again
+        # under it only if the ref now names another version
+        probed = self._probe(self.resolve(ref))
         with self.storage.lock(self._p(".lock")):
             version = self.resolve(ref)
+            if version != probed:
+                self._probe(version)
             return self._move_alias(alias, version, action="promote", reason=reason, actor=actor)
 
     def history(self, alias: str = CHAMPION) -> list[str]:
@@ -351,15 +376,28 @@ class Registry:
         Raises:
             RegistryError: the alias has no earlier version.
         """
+        probed = self._probe(self._rollback_target(alias))
         with self.storage.lock(self._p(".lock")):
-            history = self.history(alias)
-            current = self.aliases().get(alias)
-            if current is not None and (not history or history[-1] != current):
-                history.append(current)
-            if len(history) < 2:
-                raise RegistryError(
-                    f"{self.name}: {alias!r} has no earlier version to roll back to"
-                )
-            return self._move_alias(
-                alias, history[-2], action="rollback", reason=reason, actor=actor
-            )
+            target = self._rollback_target(alias)
+            if target != probed:
+                self._probe(target)
+            return self._move_alias(alias, target, action="rollback", reason=reason, actor=actor)
+
+    def _rollback_target(self, alias: str) -> str:
+        history = self.history(alias)
+        current = self.aliases().get(alias)
+        if current is not None and (not history or history[-1] != current):
+            history.append(current)
+        if len(history) < 2:
+            raise RegistryError(f"{self.name}: {alias!r} has no earlier version to roll back to")
+        return history[-2]
+
+    def _probe(self, version: str) -> str:
+        """Run the probe on ``version`` (raises to refuse it); returns ``version``.
+
+        A version that does not verify is refused by :meth:`_move_alias` with the list of its
+        problems; it is not loaded here.
+        """
+        if self.probe is not None and self.verify(version).ok:
+            self.probe(self, version)
+        return version

@@ -23,7 +23,8 @@ SCHEMA = Schema.from_columns({"x": ColumnSpec(type="float")}, target="y", task="
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(Storage.from_uri(str(tmp_path / "store")), "demo")
+    # bookkeeping under test; the probe (a child process per move) has tests/unit/test_probe.py
+    return Registry(Storage.from_uri(str(tmp_path / "store")), "demo", probe=None)
 
 
 def test_versions_are_numbered_and_verify(registry: Registry) -> None:

@@ -340,13 +340,29 @@ def registry_verify(
     version: Annotated[
         str | None, typer.Argument(help="Version or alias (default: all versions).")
     ] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Remove staging folders left by an interrupted register.")
+    ] = False,
 ) -> None:
-    """Check every file against its sha256 in MANIFEST.json (exit 4 on a mismatch)."""
+    """Check every file against its sha256 in MANIFEST.json, and the registry's own files:
+    aliases.json, audit.jsonl, leftover staging folders (exit 4 on a problem)."""
     from raymlops.errors import IntegrityError
 
     registry = _registry(config)
-    targets = [version] if version else registry.versions()
     failed = []
+    if version is None:
+        files = registry.check_files(fix=fix)
+        for entry in files.removed:
+            out.print(f"[green]✓[/] removed the staging folder versions/{escape(entry)}")
+        for note in files.notes:
+            out.print(f"[yellow]![/] {escape(note)}")
+        for problem in files.problems:
+            out.print(f"[red]✗[/] {escape(problem)}")
+        if files.ok:
+            out.print(f"[green]✓[/] {registry.name}: aliases.json and audit.jsonl are sound")
+        else:
+            failed.append("the registry's own files")
+    targets = [version] if version else registry.versions()
     for target in targets:
         report = registry.verify(target)
         if report.ok:

@@ -136,9 +136,14 @@ class Storage:
             self.fs.create_dir(parent, recursive=True)
             if self.is_local:
                 tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-                with self.fs.open_output_stream(tmp) as out:
+                # on disk before the rename makes it visible, and the rename on disk before
+                # returning: a power cut leaves the old file or the new, never an empty one
+                with open(tmp, "wb") as out:
                     out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.replace(tmp, target)
+                _fsync_dir(parent)
             else:
                 with self.fs.open_output_stream(target) as out:
                     out.write(data)
@@ -147,6 +152,11 @@ class Storage:
 
     def write_json(self, relpath: str, payload: object) -> None:
         self.write_bytes(relpath, json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n")
+
+    def sync_dir(self, relpath: str) -> None:
+        """Flush a local folder's entries to disk (a no-op on object stores)."""
+        if self.is_local:
+            _fsync_dir(self.path(relpath))
 
     def delete_dir(self, relpath: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -248,6 +258,19 @@ class Storage:
 
 
 _S3_CLIENTS: dict[str, Any] = {}
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not a folder we can open (e.g. on Windows): the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _s3_client(fs: pafs.FileSystem) -> Any:

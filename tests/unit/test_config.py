@@ -123,3 +123,30 @@ def test_config_is_frozen() -> None:
 def test_config_schema_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "schema"]) == 0
     assert '"ProjectConfig"' in capsys.readouterr().out or "properties" in capsys.readouterr().out
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import time
+
+    started = time.perf_counter()
+    code = main(["config", "check", "--config", str(CONFIGS / "invalid" / "yaml_alias_bomb.yaml")])
+    assert code == 2
+    assert time.perf_counter() - started < 5, "refused before anything is expanded"
+    assert "line 2, column 4: YAML anchors and aliases" in capsys.readouterr().err
+
+
+def test_a_column_pydantic_cannot_use_is_refused_by_config_check_not_by_serving() -> None:
+    from raymlops.config import DataConfig
+
+    with pytest.raises(ValueError, match="'model_config'"):
+        DataConfig.model_validate(
+            {"source": "x.csv", "target": "y", "columns": {"model_config": {"type": "float"}}}
+        )
+    # names pydantic keeps as fields stay allowed (a warning about shadowing is not a refusal)
+    for name in ("json", "mean radius", "model_x", "1x"):
+        config = DataConfig.model_validate(
+            {"source": "x.csv", "target": "y", "columns": {name: {"type": "float"}}}
+        )
+        assert name in config.columns

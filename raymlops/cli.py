@@ -28,6 +28,7 @@ from rich.table import Table
 
 from raymlops.cli_cluster import cluster_app, job_app
 from raymlops.errors import DataValidationError, RaymlopsError, UsageError
+from raymlops.lineage import redact_uri
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -134,7 +135,7 @@ def config_check(config: ConfigOpt) -> None:
     )
     files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
     table.add_row("data", f"{cfg.data.source} ({files})")
-    table.add_row("storage", cfg.storage)
+    table.add_row("storage", redact_uri(cfg.storage))
     table.add_row("models", ", ".join(cfg.training.models or []))
     out.print(table)
 
@@ -613,7 +614,7 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
         path = state_path(cfg.name)
         if not registry.storage.exists(path):
             raise UsageError(
-                f"no monitor state for {cfg.name} in {cfg.storage}: start one with "
+                f"no monitor state for {cfg.name} in {redact_uri(cfg.storage)}: start one with "
                 f"`raymlops monitor start --config {config} --address ...` or `raymlops serve`"
             )
         status = {**registry.storage.read_json(path), "source": "saved"}  # type: ignore[dict-item]

@@ -26,11 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from raymlops.errors import ConfigError
+from raymlops.lineage import redact_uri
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -132,6 +134,10 @@ class DataConfig(_Strict):
     extra: Literal["error", "ignore"] = "error"
     split: SplitConfig = SplitConfig()
     reference_rows: int = Field(default=5000, ge=100, description="rows kept as drift reference")
+
+    @field_serializer("source", when_used="json")
+    def _no_credentials(self, value: str) -> str:
+        return redact_uri(value)  # lineage.json and other JSON dumps never hold credentials
 
     @field_validator("columns")
     @classmethod
@@ -322,6 +328,10 @@ class MonitoringConfig(_Strict):
     consecutive_windows: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=600.0, ge=0)
     retrain_source: str | None = None
+
+    @field_serializer("retrain_source", when_used="json")
+    def _no_credentials(self, value: str | None) -> str | None:
+        return None if value is None else redact_uri(value)
     report_every: int = Field(
         default=1,
         ge=1,
@@ -341,6 +351,10 @@ class ProjectConfig(_Strict):
 
     name: str = Field(pattern=_NAME_PATTERN)
     storage: str = "./.raymlops"
+
+    @field_serializer("storage", when_used="json")
+    def _no_credentials(self, value: str) -> str:
+        return redact_uri(value)  # lineage.json and other JSON dumps never hold credentials
     data: DataConfig
     training: TrainingConfig
     gate: GateConfig = GateConfig()
@@ -514,7 +528,8 @@ def format_validation_error(exc: ValidationError, *, source: str = "config") -> 
             lines.append(f"  {path}: required key is missing; add it")
             continue
         value = error.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        shown = repr(redact_uri(value) if isinstance(value, str) else value)
+        shown = shown if not isinstance(value, dict) else "{...}"
         message = error["msg"].removeprefix("Value error, ")
         expected = error.get("ctx", {}).get("expected")
         allowed = f" (allowed: {expected})" if expected and expected not in message else ""

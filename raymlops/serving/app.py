@@ -418,15 +418,27 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     registry = Registry(Storage.from_uri(config.storage, create=False), config.name)
     schema = load_predictor(registry, alias).schema  # verifies the version before anything runs
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
-    fastapi_app = create_app(
-        name=config.name,
-        schema=schema,
-        serving=serving,
-        api_key=api_key,
-        backend_key=backend_key,
-        observer=ServeMetrics(config.name),
-        echo_request_id=False,
-    )
+    observer = ServeMetrics(config.name)
+    key_env, key_required = serving.api_key_env, api_key is not None
+
+    def fastapi_app() -> Any:
+        # built in the replica, with the key read from the replica's own environment: the
+        # application shipped to the cluster holds the variable's name, never the key
+        key = os.environ.get(key_env) if key_env else None
+        if key_required and not key:
+            raise ConfigError(
+                f"the API key is not set in this Serve replica's environment ({key_env}); "
+                "set it on every node (Kubernetes Secret, launcher env), then deploy again"
+            )
+        return create_app(
+            name=config.name,
+            schema=schema,
+            serving=serving,
+            api_key=key or None,
+            backend_key=backend_key,
+            observer=observer,
+            echo_request_id=False,
+        )
 
     @serve.deployment(
         name="ingress",

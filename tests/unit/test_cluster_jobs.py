@@ -317,3 +317,39 @@ def test_follow_mirrors_a_failure_with_the_last_log_lines_even_if_the_stream_bre
 def test_follow_returns_quietly_on_success() -> None:
     info = jobs.follow(_jobs(_FakeRayClient(["SUCCEEDED"], 0, "ok\n")), "job-2", lambda s: None)
     assert jobs.status_name(info.status) == "SUCCEEDED"
+
+
+def test_secrets_are_not_uploaded_with_a_job(tmp_path: Path) -> None:
+    """The working dir is matched with Ray's own exclude matcher (what `job submit` uploads)."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    files = {
+        "secret": [
+            ".env",
+            ".aws/credentials",
+            ".netrc",
+            "id_rsa",
+            "keys/id_ed25519.pub",
+            "deploy/server.pem",
+            "tls.key",
+            "api.token",
+            "auth_token",
+            "gcp-credentials.json",
+            "secrets/db-password.txt",
+            "conf/secrets/s3.yaml",
+            "kubeconfig",
+        ],
+        "uploaded": ["raymlops.yaml", "jobs/train.py", "data/train.csv", "features/keyboard.py"],
+    }
+    for name in files["secret"] + files["uploaded"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    excludes = jobs.default_excludes(tmp_path, "s3://b/reg", str(tmp_path / "data" / "train.csv"))
+    excluded = _get_excludes(tmp_path, excludes)
+
+    def left_out(name: str) -> bool:  # Ray checks each folder on the way down, then the file
+        parts = Path(name).parts
+        return any(excluded(tmp_path.joinpath(*parts[: i + 1])) for i in range(len(parts)))
+
+    assert [n for n in files["secret"] if not left_out(n)] == []
+    assert [n for n in files["uploaded"] if left_out(n)] == []

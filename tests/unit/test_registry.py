@@ -298,3 +298,24 @@ def test_writes_are_fsynced_before_the_rename(
     monkeypatch.setattr(os, "replace", replace)
     registry.storage.write_bytes("x/file.bin", b"data")
     assert order == ["fsync", "rename", "fsync"], "file, then rename, then its folder"
+
+
+def test_local_storage_is_private_to_its_user(tmp_path: Path) -> None:
+    import stat
+
+    storage = Storage.from_uri(str(tmp_path / "private"))
+    registry = Registry(storage, "demo", probe=None)
+    version = register_model(registry, random_rows(60), SCHEMA)
+    storage.write_bytes("predictions/demo/date=2026-01-01/part-0.parquet", b"rows")
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    root = tmp_path / "private"
+    assert mode(root) == 0o700
+    reference = root / "models" / "demo" / "versions" / version / "reference.parquet"
+    log = root / "predictions" / "demo" / "date=2026-01-01" / "part-0.parquet"
+    for path in (reference, log):
+        assert mode(path) == 0o600, path
+        assert mode(path.parent) == 0o700, path.parent
+    assert mode(root / "predictions") == 0o700

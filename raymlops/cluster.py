@@ -49,6 +49,7 @@ __all__ = [
     "NodeProcess",
     "NodeSpec",
     "down",
+    "check_private",
     "ensure_token",
     "node_command",
     "raymlops_home",
@@ -77,7 +78,8 @@ def raymlops_home() -> Path:
     return Path(os.environ.get("RAYMLOPS_HOME") or Path.home() / ".raymlops").expanduser()
 
 
-def _check_private(path: Path) -> None:
+def check_private(path: Path) -> None:
+    """Refuse a token file that other users can read."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ClusterError(
@@ -104,7 +106,7 @@ def ensure_token(home: Path | None = None) -> Path:
         # O_EXCL: two `cluster up` at once cannot both write a token; 0600 from the first byte
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _check_private(path)
+        check_private(path)
         if not path.read_text().strip():
             raise ClusterError(
                 f"the token file {path} is empty; delete it and run cluster up"
@@ -134,7 +136,7 @@ def read_token(home: Path | None = None) -> tuple[str | None, str]:
     candidates += [(home or raymlops_home()) / TOKEN_FILE, Path.home() / ".ray" / "auth_token"]
     for path in candidates:
         if path.is_file():
-            _check_private(path)
+            check_private(path)
             token = path.read_text().strip()
             if token:
                 return token, str(path)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "connected_jobs_address",
     "ensure_ray",
     "loopback_ray",
+    "private_token_env",
     "refuse_haproxy",
 ]
 
@@ -67,6 +69,7 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             for key, value in LOCAL_RAY_ENV.items():
                 os.environ.setdefault(key, value)  # Ray's processes inherit it; yours wins
             os.environ.update(LOOPBACK_ENV)  # Ray's own processes keep 127.0.0.1 too
+            private_token_env()
             kwargs.update(
                 _node_ip_address=LOCAL_HOST,
                 include_dashboard=jobs,
@@ -92,6 +95,34 @@ def connected_jobs_address() -> str:
     import ray
 
     return ray.get_runtime_context().gcs_address
+
+
+def private_token_env() -> None:
+    """Make a local Ray use a token file of mode 0600.
+
+    Ray turns token authentication on for a new local cluster and writes ``~/.ray/auth_token``
+    with the process's umask (0644 was seen). Unless the environment already chooses (a token,
+    a token file, or ``RAY_AUTH_MODE``), the local Ray uses raymlops's token file instead
+    (``~/.raymlops/auth_token``, 0600, shared with ``raymlops cluster up``).
+
+    Raises:
+        ClusterError: the token file named by ``RAY_AUTH_TOKEN_PATH`` is readable by others.
+    """
+    from pathlib import Path
+
+    from raymlops.cluster import check_private, ensure_token
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_MODE", "").strip():
+        return
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        check_private(Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser())
+    else:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_token())
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:  # Ray read its settings at import: make it read them again
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def refuse_haproxy() -> None:

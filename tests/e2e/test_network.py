@@ -43,8 +43,18 @@ def _free_port() -> int:
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
-    env.update(RAYMLOPS_HOME=str(home), PYTHONPATH=str(REPO), COLUMNS="200")
+    # a HOME of its own: a token file Ray would write there (~/.ray/auth_token) is checked too
+    env.update(
+        RAYMLOPS_HOME=str(home), HOME=str(home / "user"), PYTHONPATH=str(REPO), COLUMNS="200"
+    )
     return env
+
+
+def _token_files_are_private(home: Path) -> None:
+    tokens = [p for p in home.rglob("*token*") if p.is_file()]
+    assert tokens, "the local Ray runs with token authentication"
+    for path in tokens:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
 
 
 def _open_to_the_network(pids: set[int]) -> list[str]:
@@ -91,6 +101,7 @@ def test_serve_with_monitor_listens_on_loopback_only(tmp_path: Path) -> None:
         assert len(tree) >= 5, f"too few sockets found to be the whole tree: {tree}"
         open_sockets = _open_to_the_network({server.pid})
         assert not open_sockets, "listening beyond loopback:\n" + "\n".join(open_sockets)
+        _token_files_are_private(tmp_path / "home")
     finally:
         server.send_signal(signal.SIGINT)
         try:

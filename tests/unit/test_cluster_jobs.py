@@ -353,3 +353,26 @@ def test_secrets_are_not_uploaded_with_a_job(tmp_path: Path) -> None:
 
     assert [n for n in files["secret"] if not left_out(n)] == []
     assert [n for n in files["uploaded"] if left_out(n)] == []
+
+
+def test_a_local_ray_uses_a_private_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raymlops.runtime import private_token_env
+
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAYMLOPS_HOME", str(tmp_path / "home"))
+    private_token_env()
+    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+    assert token == tmp_path / "home" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    # a token file the user names must be private too
+    shared = tmp_path / "shared_token"
+    shared.write_text("t" * 64)
+    shared.chmod(0o644)
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(shared))
+    with pytest.raises(ClusterError, match="chmod 600"):
+        private_token_env()

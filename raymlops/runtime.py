@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,12 +97,13 @@ def connected_jobs_address() -> str:
 
 
 def private_token_env() -> None:
-    """Make a local Ray use a token file of mode 0600.
+    """Make the token file a local Ray uses private (mode 0600).
 
-    Ray turns token authentication on for a new local cluster and writes ``~/.ray/auth_token``
-    with the process's umask (0644 was seen). Unless the environment already chooses (a token,
-    a token file, or ``RAY_AUTH_MODE``), the local Ray uses raymlops's token file instead
-    (``~/.raymlops/auth_token``, 0600, shared with ``raymlops cluster up``).
+    Ray turns token authentication on for a new local cluster and, when it has no token yet,
+    writes ``~/.ray/auth_token`` with the process's umask (0644 was seen). Unless the
+    environment names a token or a token file, that file is made here first, 0600 (an
+    existing one is set to 0600); Ray, its job drivers and its CLI then find it where they
+    look by default.
 
     Raises:
         ClusterError: the token file named by ``RAY_AUTH_TOKEN_PATH`` is readable by others.
@@ -112,17 +112,16 @@ def private_token_env() -> None:
 
     from raymlops.cluster import check_private, ensure_token
 
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_MODE", "").strip():
+    if os.environ.get("RAY_AUTH_TOKEN"):
         return
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         check_private(Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser())
+        return
+    default = Path.home() / ".ray" / "auth_token"
+    if default.is_file() and default.stat().st_uid == os.getuid():
+        default.chmod(0o600)
     else:
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_token())
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray" in sys.modules:  # Ray read its settings at import: make it read them again
-        from ray._raylet import Config
-
-        Config.initialize("")
+        ensure_token(default.parent)
 
 
 def refuse_haproxy() -> None:

@@ -362,17 +362,18 @@ def test_a_local_ray_uses_a_private_token_file(
 
     for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("RAYMLOPS_HOME", str(tmp_path / "home"))
-    private_token_env()
-    token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
-    assert token == tmp_path / "home" / "auth_token"
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    private_token_env()  # no token yet: made where Ray looks, 0600
+    token = tmp_path / "user" / ".ray" / "auth_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
-    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert len(token.read_text().strip()) == 64
+    token.chmod(0o644)  # as Ray writes it
+    private_token_env()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
     # a token file the user names must be private too
     shared = tmp_path / "shared_token"
     shared.write_text("t" * 64)
     shared.chmod(0o644)
-    monkeypatch.delenv("RAY_AUTH_MODE")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(shared))
     with pytest.raises(ClusterError, match="chmod 600"):
         private_token_env()

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from raymlops.cli_cluster import cluster_app, job_app
 from raymlops.errors import DataValidationError, RaymlopsError, UsageError
+from raymlops.lineage import redact_uri
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -134,7 +135,7 @@ def config_check(config: ConfigOpt) -> None:
     )
     files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
     table.add_row("data", f"{cfg.data.source} ({files})")
-    table.add_row("storage", cfg.storage)
+    table.add_row("storage", redact_uri(cfg.storage))
     table.add_row("models", ", ".join(cfg.training.models or []))
     out.print(table)
 
@@ -340,13 +341,29 @@ def registry_verify(
     version: Annotated[
         str | None, typer.Argument(help="Version or alias (default: all versions).")
     ] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Remove staging folders left by an interrupted register.")
+    ] = False,
 ) -> None:
-    """Check every file against its sha256 in MANIFEST.json (exit 4 on a mismatch)."""
+    """Check every file against its sha256 in MANIFEST.json, and the registry's own files:
+    aliases.json, audit.jsonl, leftover staging folders (exit 4 on a problem)."""
     from raymlops.errors import IntegrityError
 
     registry = _registry(config)
-    targets = [version] if version else registry.versions()
     failed = []
+    if version is None:
+        files = registry.check_files(fix=fix)
+        for entry in files.removed:
+            out.print(f"[green]✓[/] removed the staging folder versions/{escape(entry)}")
+        for note in files.notes:
+            out.print(f"[yellow]![/] {escape(note)}")
+        for problem in files.problems:
+            out.print(f"[red]✗[/] {escape(problem)}")
+        if files.ok:
+            out.print(f"[green]✓[/] {registry.name}: aliases.json and audit.jsonl are sound")
+        else:
+            failed.append("the registry's own files")
+    targets = [version] if version else registry.versions()
     for target in targets:
         report = registry.verify(target)
         if report.ok:
@@ -629,7 +646,7 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
         path = state_path(cfg.name)
         if not registry.storage.exists(path):
             raise UsageError(
-                f"no monitor state for {cfg.name} in {cfg.storage}: start one with "
+                f"no monitor state for {cfg.name} in {redact_uri(cfg.storage)}: start one with "
                 f"`raymlops monitor start --config {config} --address ...` or `raymlops serve`"
             )
         status = {**registry.storage.read_json(path), "source": "saved"}  # type: ignore[dict-item]

@@ -35,12 +35,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raymlops.errors import RaymlopsError
-from raymlops.runtime import LOCAL_RAY_ENV
+from raymlops.raystart import LOOPBACK_ENV
+from raymlops.runtime import LOCAL_HOST, LOCAL_RAY_ENV, refuse_haproxy
 
 __all__ = [
     "ClusterError",
@@ -48,6 +49,7 @@ __all__ = [
     "NodeProcess",
     "NodeSpec",
     "down",
+    "check_private",
     "ensure_token",
     "node_command",
     "raymlops_home",
@@ -76,7 +78,8 @@ def raymlops_home() -> Path:
     return Path(os.environ.get("RAYMLOPS_HOME") or Path.home() / ".raymlops").expanduser()
 
 
-def _check_private(path: Path) -> None:
+def check_private(path: Path) -> None:
+    """Refuse a token file that other users can read."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ClusterError(
@@ -103,7 +106,7 @@ def ensure_token(home: Path | None = None) -> Path:
         # O_EXCL: two `cluster up` at once cannot both write a token; 0600 from the first byte
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        _check_private(path)
+        check_private(path)
         if not path.read_text().strip():
             raise ClusterError(
                 f"the token file {path} is empty; delete it and run cluster up"
@@ -133,7 +136,7 @@ def read_token(home: Path | None = None) -> tuple[str | None, str]:
     candidates += [(home or raymlops_home()) / TOKEN_FILE, Path.home() / ".ray" / "auth_token"]
     for path in candidates:
         if path.is_file():
-            _check_private(path)
+            check_private(path)
             token = path.read_text().strip()
             if token:
                 return token, str(path)
@@ -155,20 +158,26 @@ class NodeSpec:
     ports: dict[str, int]
 
 
-def node_command(ray: str, spec: NodeSpec, *, temp_dir: str, gcs_address: str) -> list[str]:
-    """The ``ray start`` command line of one node.
+def node_command(
+    ray: str | Sequence[str], spec: NodeSpec, *, temp_dir: str, gcs_address: str
+) -> list[str]:
+    """The ``ray start`` command line of one node; ``ray`` is the command that runs ``ray``
+    (``up`` uses ``python -m raymlops.raystart``, which keeps the loopback node IP address).
 
     Every port is given explicitly: several nodes on one machine otherwise reach for the same
-    defaults (a raylet was seen to abort with "bind: Address already in use").
+    defaults (a raylet was seen to abort with "bind: Address already in use"). Every node's
+    IP address is 127.0.0.1, so its servers (GCS, raylet, workers, agents, metrics exporters)
+    listen on loopback only.
 
     Example:
         >>> spec = NodeSpec("head", True, 0, 0, 2**28, {"port": 6380, "dashboard-port": 8266})
         >>> node_command("ray", spec, temp_dir="/tmp/r", gcs_address="127.0.0.1:6380")[:4]
         ['ray', 'start', '--block', '--head']
     """
-    cmd = [ray, "start", "--block"]
+    cmd = [ray] if isinstance(ray, str) else list(ray)
+    cmd += ["start", "--block"]
     if spec.head:
-        cmd += ["--head", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true"]
+        cmd += ["--head", "--dashboard-host", LOCAL_HOST, "--include-dashboard", "true"]
     else:
         cmd += ["--address", gcs_address]
     cmd += [
@@ -176,6 +185,7 @@ def node_command(ray: str, spec: NodeSpec, *, temp_dir: str, gcs_address: str) -
         f"--num-gpus={spec.num_gpus}",
         f"--object-store-memory={spec.object_store_bytes}",
         f"--temp-dir={temp_dir}",
+        f"--node-ip-address={LOCAL_HOST}",
         # workers take any free port, as Ray's own multi-node-on-one-machine test cluster does
         "--min-worker-port=0",
         "--max-worker-port=0",
@@ -379,6 +389,7 @@ def _node_env(token_path: Path, ray: str) -> dict[str, str]:
     )
     for key, value in LOCAL_RAY_ENV.items():  # Serve as a one-process raymlops Ray runs it
         env.setdefault(key, value)
+    env.update(LOOPBACK_ENV)  # every process of every node keeps 127.0.0.1 (raymlops.raystart)
     # job entry points say `python`: on this cluster that is the Python that runs Ray (and has
     # raymlops), even when the caller did not activate its virtualenv
     env["PATH"] = os.pathsep.join([str(Path(ray).parent), env.get("PATH", "")])
@@ -421,6 +432,7 @@ def up(
             f"a local cluster is already running (dashboard {running.dashboard_url}, "
             f"started by {home / STATE_FILE}); stop it with `raymlops cluster down` first"
         )
+    refuse_haproxy()
     token_path = ensure_token(home)
     token = token_path.read_text().strip()
     nodes = plan_nodes(
@@ -444,6 +456,8 @@ def up(
     logs.mkdir(parents=True, exist_ok=True)
     ray = _ray_executable()
     env = _node_env(token_path, ray)
+    # Ray's `ray start`, keeping --node-ip-address=127.0.0.1 (see raymlops.raystart)
+    launcher = [sys.executable, "-m", "raymlops.raystart"]
     try:
         for count, spec in enumerate(nodes, start=1):
             log = logs / f"{spec.name}.log"
@@ -453,7 +467,7 @@ def up(
             node_temp = os.path.join(temp_dir, "h" if spec.head else spec.name.split("-")[-1])
             with open(log, "wb") as out:
                 proc = subprocess.Popen(
-                    node_command(ray, spec, temp_dir=node_temp, gcs_address=gcs_address),
+                    node_command(launcher, spec, temp_dir=node_temp, gcs_address=gcs_address),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

@@ -26,10 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
+    field_validator,
     model_validator,
 )
 
 from raymlops.errors import ConfigError
+from raymlops.lineage import redact_uri
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -204,6 +207,23 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     reference_rows: int = Field(default=5000, ge=100, description="rows kept as drift reference")
     checks: DataChecksConfig = DataChecksConfig()
+
+    @field_serializer("source", when_used="json")
+    def _no_credentials(self, value: str) -> str:
+        return redact_uri(value)  # lineage.json and other JSON dumps never hold credentials
+
+    @field_validator("columns")
+    @classmethod
+    def _names_are_usable_fields(cls, columns: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+        bad = [name for name in columns if not _usable_field_name(name)]
+        if bad:
+            fixes = ", ".join(f"{n!r} -> {n.lstrip('_') or 'column'!r}" for n in bad)
+            raise ValueError(
+                f"column name(s) {', '.join(repr(n) for n in bad)} cannot be fields of the HTTP "
+                "request model (pydantic refuses names that start with '_' and its own "
+                f"model_* names); rename them in the data and here, e.g. {fixes}"
+            )
+        return columns
 
     @model_validator(mode="after")
     def _target_is_consistent(self) -> DataConfig:
@@ -386,6 +406,10 @@ class MonitoringConfig(_Strict):
     consecutive_windows: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=600.0, ge=0)
     retrain_source: str | None = None
+
+    @field_serializer("retrain_source", when_used="json")
+    def _no_credentials(self, value: str | None) -> str | None:
+        return None if value is None else redact_uri(value)
     report_every: int = Field(
         default=1,
         ge=1,
@@ -414,6 +438,10 @@ class ProjectConfig(_Strict):
 
     name: str = Field(pattern=_NAME_PATTERN)
     storage: str = "./.raymlops"
+
+    @field_serializer("storage", when_used="json")
+    def _no_credentials(self, value: str) -> str:
+        return redact_uri(value)  # lineage.json and other JSON dumps never hold credentials
     data: DataConfig
     training: TrainingConfig
     gate: GateConfig = GateConfig()
@@ -466,6 +494,42 @@ def _resolve_path(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
+def _usable_field_name(name: str) -> bool:
+    """True when pydantic makes ``name`` a field of a model (the request model is built from
+    the columns): a leading ``_`` makes it a private attribute, ``model_config`` is taken."""
+    import warnings
+
+    from pydantic import create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "shadows an attribute": still a field, still works
+        try:
+            model = create_model("ColumnNameCheck", **{name: (Any, None)})
+        except Exception:  # noqa: BLE001 - any refusal by pydantic means "not usable"
+            return False
+    return name in model.model_fields
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a config needs neither, and a few KB of nested
+    aliases (an "alias bomb") expand to billions of nodes (37 s of CPU, then MemoryError)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            mark = event.start_mark
+            raise _YamlAliasError(
+                f"line {mark.line + 1}, column {mark.column + 1}: YAML anchors and aliases "
+                f"(&{event.anchor} / *{event.anchor}) are not allowed in a raymlops config; "
+                "write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+class _YamlAliasError(Exception):
+    pass
+
+
 def config_hash(config: ProjectConfig) -> str:
     """A stable sha256 of the config's content (key order and formatting do not matter)."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -491,7 +555,9 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
         hint = "create one with `raymlops init DIR`" if not config_path.exists() else "not a file"
         raise ConfigError(f"config file not found: {config_path} ({hint})")
     try:
-        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except _YamlAliasError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -563,7 +629,8 @@ def format_validation_error(exc: ValidationError, *, source: str = "config") -> 
             lines.append(f"  {path}: required key is missing; add it")
             continue
         value = error.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        shown = repr(redact_uri(value) if isinstance(value, str) else value)
+        shown = shown if not isinstance(value, dict) else "{...}"
         message = error["msg"].removeprefix("Value error, ")
         expected = error.get("ctx", {}).get("expected")
         allowed = f" (allowed: {expected})" if expected and expected not in message else ""

@@ -72,6 +72,27 @@ _ALWAYS_EXCLUDED = [
     "node_modules/",
     ".raymlops/",
     "demo/",
+    # secrets never travel with a job: dotfiles and dot-folders (.env, .aws/, .netrc, ...),
+    # private keys and certificates, token and credential files, and secrets/ folders. A job
+    # that needs a secret gets it from the cluster (environment, instance role, Kubernetes
+    # Secret), not from the uploaded copy of a laptop's folder.
+    ".*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*token",
+    "*token.txt",
+    "*.token",
+    "*credentials*",
+    "*.kubeconfig",
+    "kubeconfig",
+    "secrets/",
 ]
 
 

@@ -16,7 +16,22 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LOCAL_RAY_ENV", "connected_jobs_address", "ensure_ray"]
+from raymlops.raystart import LOOPBACK_ENV
+
+__all__ = [
+    "LOCAL_HOST",
+    "LOCAL_RAY_ENV",
+    "connected_jobs_address",
+    "ensure_ray",
+    "loopback_ray",
+    "private_token_env",
+    "refuse_haproxy",
+]
+
+#: where every server of a local Ray that raymlops starts binds: the GCS, raylet, workers,
+#: dashboard, its agent, the runtime-env agent and the metrics exporters (Ray binds them to the
+#: node's IP address, and keeps the exporters on loopback only when that address is loopback)
+LOCAL_HOST = "127.0.0.1"
 
 #: set for a local Ray that raymlops starts, unless already set: Serve's high-throughput mode
 #: (Ray 2.56+: user code on the replica's event loop, gRPC between deployments), without its
@@ -32,7 +47,13 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
 
     A local Ray starts without the dashboard unless ``jobs`` is true (the monitor submits
     retrain jobs through the Jobs API, which the dashboard serves): then it listens on
-    127.0.0.1, on a free port, so two local Rays on one machine do not collide.
+    127.0.0.1, on a free port, so two local Rays on one machine do not collide. Every server
+    of a local Ray listens on 127.0.0.1 only (:func:`loopback_ray`); a cluster at ``address``
+    binds where its own configuration says.
+
+    Raises:
+        UsageError: a local Ray with ``RAY_SERVE_ENABLE_HA_PROXY`` set (HAProxy's stats and
+            metrics ports bind every interface, with no setting to change that).
     """
     import ray
 
@@ -43,16 +64,22 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             "log_to_driver": True,
         }
         if address is None:
+            refuse_haproxy()
             for key, value in LOCAL_RAY_ENV.items():
                 os.environ.setdefault(key, value)  # Ray's processes inherit it; yours wins
-        if address is None and jobs:
-            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
-            kwargs["dashboard_port"] = _free_port()
-            with _free_dashboard_agent_port():
+            os.environ.update(LOOPBACK_ENV)  # Ray's own processes keep 127.0.0.1 too
+            private_token_env()
+            kwargs.update(
+                _node_ip_address=LOCAL_HOST,
+                include_dashboard=jobs,
+                # Serve replicas bind their gRPC server to every interface otherwise
+                runtime_env={"worker_process_setup_hook": "raymlops.raystart.loopback_worker"},
+            )
+            if jobs:
+                kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
+            with _free_dashboard_agent_port(), loopback_ray():
                 ray.init(**kwargs)
         else:
-            if address is None:
-                kwargs["include_dashboard"] = False
             ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -67,6 +94,66 @@ def connected_jobs_address() -> str:
     import ray
 
     return ray.get_runtime_context().gcs_address
+
+
+def private_token_env() -> None:
+    """Make the token file a local Ray uses private (mode 0600).
+
+    Ray turns token authentication on for a new local cluster and, when it has no token yet,
+    writes ``~/.ray/auth_token`` with the process's umask (0644 was seen). Unless the
+    environment names a token or a token file, that file is made here first, 0600 (an
+    existing one is set to 0600); Ray, its job drivers and its CLI then find it where they
+    look by default.
+
+    Raises:
+        ClusterError: the token file named by ``RAY_AUTH_TOKEN_PATH`` is readable by others.
+    """
+    from pathlib import Path
+
+    from raymlops.cluster import check_private, ensure_token
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        check_private(Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser())
+        return
+    default = Path.home() / ".ray" / "auth_token"
+    if default.is_file() and default.stat().st_uid == os.getuid():
+        default.chmod(0o600)
+    else:
+        ensure_token(default.parent)
+
+
+def refuse_haproxy() -> None:
+    from raymlops.errors import UsageError
+
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "").strip().lower() in ("1", "true"):
+        raise UsageError(
+            "RAY_SERVE_ENABLE_HA_PROXY is set: HAProxy's stats and metrics ports would listen "
+            "on every network interface of this machine (Ray has no setting to bind them to "
+            "127.0.0.1). Unset it for a local Ray; on a cluster, keep those ports behind its "
+            "firewall (see README, Security)"
+        )
+
+
+@contextlib.contextmanager
+def loopback_ray() -> Iterator[None]:
+    """Keep a loopback node IP address as it is while Ray starts a node in this process.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's outward address (so other
+    machines can reach the node), and its servers then bind there. A local Ray wants the
+    opposite. ``python -m raymlops.raystart`` does the same for ``ray start``.
+    """
+    from ray._private import services
+
+    from raymlops.raystart import keep_loopback
+
+    original = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = keep_loopback(original)
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = original
 
 
 def _free_port() -> int:

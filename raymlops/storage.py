@@ -30,10 +30,15 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from raymlops.errors import StorageError
+from raymlops.lineage import redact_uri
 
 __all__ = ["Storage", "local_storage_warning"]
 
 _LOCK_POLL_S = 0.05
+#: modes of what raymlops creates in a local storage folder: only the user who runs it reads
+#: the registry, the prediction log (raw request rows) and reference samples (training rows)
+_PRIVATE_FILE = 0o600
+_PRIVATE_DIR = 0o700
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class Storage:
             else:
                 fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
         except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise StorageError(f"storage {uri!r} cannot be opened: {exc}") from None
+            shown = redact_uri(uri)
+            raise StorageError(f"storage {shown!r} cannot be opened: {exc}") from None
         store = cls(fs=fs, root=root.rstrip("/") or "/", uri=uri)
         store._check_reachable(create=create)
         return store
@@ -77,15 +83,18 @@ class Storage:
             info = self.fs.get_file_info(self.root)
             if info.type == pafs.FileType.File:
                 raise StorageError(
-                    f"storage {self.uri!r} is a file, not a folder: point `storage:` at a folder"
+                    f"storage {redact_uri(self.uri)!r} is a file, not a folder: point `storage:` at a folder"
                 )
             if info.type == pafs.FileType.NotFound and create:
-                self.fs.create_dir(self.root, recursive=True)
+                if self.is_local:
+                    _makedirs_private(self.root)
+                else:
+                    self.fs.create_dir(self.root, recursive=True)
         except StorageError:
             raise
         except OSError as exc:
             raise StorageError(
-                f"storage {self.uri!r} is not reachable or not writable: {exc}. "
+                f"storage {redact_uri(self.uri)!r} is not reachable or not writable: {exc}. "
                 "Check the path or bucket, and credentials for s3:// or gs://"
             ) from None
 
@@ -119,7 +128,7 @@ class Storage:
         except OSError as exc:
             if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
                 raise FileNotFoundError(errno.ENOENT, "not found", relpath) from None
-            raise StorageError(f"cannot read {self.uri}/{relpath}: {exc}") from None
+            raise StorageError(f"cannot read {redact_uri(self.uri)}/{relpath}: {exc}") from None
 
     def read_json(self, relpath: str) -> object:
         return json.loads(self.read_bytes(relpath))
@@ -133,20 +142,33 @@ class Storage:
         target = self.path(relpath)
         parent = posixpath.dirname(target) if not self.is_local else os.path.dirname(target)
         try:
-            self.fs.create_dir(parent, recursive=True)
             if self.is_local:
+                # private by default: prediction logs and reference samples hold raw inputs
+                _makedirs_private(parent)
                 tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-                with self.fs.open_output_stream(tmp) as out:
+                # on disk before the rename makes it visible, and the rename on disk before
+                # returning: a power cut leaves the old file or the new, never an empty one
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
+                with os.fdopen(fd, "wb") as out:
                     out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.replace(tmp, target)
+                _fsync_dir(parent)
             else:
+                self.fs.create_dir(parent, recursive=True)
                 with self.fs.open_output_stream(target) as out:
                     out.write(data)
         except OSError as exc:
-            raise StorageError(f"cannot write {self.uri}/{relpath}: {exc}") from None
+            raise StorageError(f"cannot write {redact_uri(self.uri)}/{relpath}: {exc}") from None
 
     def write_json(self, relpath: str, payload: object) -> None:
         self.write_bytes(relpath, json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n")
+
+    def sync_dir(self, relpath: str) -> None:
+        """Flush a local folder's entries to disk (a no-op on object stores)."""
+        if self.is_local:
+            _fsync_dir(self.path(relpath))
 
     def delete_dir(self, relpath: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -187,7 +209,7 @@ class Storage:
                 yield
         else:
             warnings.warn(
-                f"storage {self.uri!r}: this object store has no conditional writes through "
+                f"storage {redact_uri(self.uri)!r}: this object store has no conditional writes through "
                 "pyarrow, so the registry lock is best effort; do not promote from two places "
                 "at once (s3:// and local folders have safe locks)",
                 stacklevel=3,
@@ -238,7 +260,9 @@ class Storage:
                     if isinstance(confirmed, dict) and confirmed.get("owner") == token:
                         break
             if time.monotonic() > deadline:
-                raise StorageError(f"could not lock {self.uri}/{relpath} within {timeout_s:.0f}s")
+                raise StorageError(
+                    f"could not lock {redact_uri(self.uri)}/{relpath} within {timeout_s:.0f}s"
+                )
             time.sleep(_LOCK_POLL_S)
         try:
             yield
@@ -248,6 +272,33 @@ class Storage:
 
 
 _S3_CLIENTS: dict[str, Any] = {}
+
+
+def _makedirs_private(path: str) -> None:
+    """``os.makedirs`` whose every new level is 0700 (``makedirs`` gives the mode to the
+    last level only)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, _PRIVATE_DIR)
+        except FileExistsError:
+            continue
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not a folder we can open (e.g. on Windows): the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _s3_client(fs: pafs.FileSystem) -> Any:

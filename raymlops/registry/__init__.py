@@ -1,5 +1,5 @@
 """The model registry: immutable, verifiable versions, aliases and an audit log on storage."""
 
-from raymlops.registry.store import AuditEvent, Registry, VerifyReport, VersionInfo
+from raymlops.registry.store import AuditEvent, Registry, RegistryReport, VerifyReport, VersionInfo
 
-__all__ = ["AuditEvent", "Registry", "VerifyReport", "VersionInfo"]
+__all__ = ["AuditEvent", "Registry", "RegistryReport", "VerifyReport", "VersionInfo"]

@@ -17,6 +17,9 @@ Guarantees:
   checks them before anything is loaded, and :meth:`Registry.verify` checks a whole version.
 * Aliases move only to a version that verifies, under a lock (``flock`` locally), by writing a
   new ``aliases.json`` and renaming it over the old one; every move is appended to the audit log.
+* Aliases move only to a version that loads and scores its own reference rows in a child
+  process (:mod:`raymlops.registry.probe`): a model file that crashes its loader is refused
+  before anything serves it.
 
 Example:
     >>> registry = Registry(Storage.from_uri("./.raymlops"), "churn")  # doctest: +SKIP
@@ -33,18 +36,24 @@ import json
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raymlops.errors import IntegrityError, RegistryError
 from raymlops.storage import Storage
 
-__all__ = ["MANIFEST", "AuditEvent", "Registry", "VerifyReport", "VersionInfo"]
+__all__ = ["MANIFEST", "AuditEvent", "Registry", "RegistryReport", "VerifyReport", "VersionInfo"]
 
 MANIFEST = "MANIFEST.json"
 CHAMPION = "champion"
-_VERSION = re.compile(r"^v(\d+)$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# every name that becomes part of a path is matched whole (fullmatch: `$` accepts a trailing
+# newline) and can never be `..` or hold a `/`
+_VERSION = re.compile(r"v(\d{1,9})")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+STAGING_PREFIX = ".staging-"
 
 
 def sha256(data: bytes) -> str:
@@ -84,6 +93,19 @@ class VerifyReport:
 
 
 @dataclass(frozen=True)
+class RegistryReport:
+    """The registry's own files: aliases.json, audit.jsonl and leftover staging folders."""
+
+    problems: list[str]
+    notes: list[str]
+    removed: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     """One alias move: who moved which alias from which version to which, when and why."""
 
@@ -99,13 +121,34 @@ class AuditEvent:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-class Registry:
-    """Versions, aliases and the audit log of one model name on a :class:`Storage`."""
+def _probe_in_child(registry: Registry, version: str) -> None:
+    from raymlops.registry.probe import probe_version
 
-    def __init__(self, storage: Storage, name: str) -> None:
+    probe_version(registry, version)
+
+
+#: ``probe(registry, version)`` raises to refuse a version an alias would move to
+Probe = Callable[["Registry", str], None]
+
+
+class Registry:
+    """Versions, aliases and the audit log of one model name on a :class:`Storage`.
+
+    ``probe`` checks a version before an alias moves to it; the default loads it and scores
+    its reference rows in a child process. ``None`` skips that (only for registries whose
+    files are not models, as in some tests).
+    """
+
+    def __init__(self, storage: Storage, name: str, *, probe: Probe | None = _probe_in_child) -> None:
+        if not _MODEL_NAME.fullmatch(name):
+            raise RegistryError(
+                f"model name {name!r} is not valid: lowercase letters, digits, - and _ "
+                "(at most 63, starting with a letter or digit)"
+            )
         self.storage = storage
         self.name = name
         self.base = f"models/{name}"
+        self.probe = probe
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.base, *parts])
@@ -121,7 +164,7 @@ class Registry:
         return sorted(
             int(m.group(1))
             for entry in self.storage.list_dir(self._p("versions"))
-            if (m := _VERSION.match(entry))
+            if (m := _VERSION.fullmatch(entry))
         )
 
     def versions(self) -> list[str]:
@@ -146,11 +189,17 @@ class Registry:
         """
         if MANIFEST in files:
             raise ValueError(f"{MANIFEST} is written by the registry")
+        for filename in files:
+            if not _FILE_NAME.fullmatch(filename):
+                raise RegistryError(
+                    f"file name {filename!r} is not valid in a version: letters, digits, "
+                    "'.', '-' and '_', no folders"
+                )
         with self.storage.lock(self._p(".lock")):
             numbers = self._numbers()
             version = f"v{(numbers[-1] if numbers else 0) + 1}"
             local = self.storage.is_local
-            folder = self._p("versions", f".staging-{uuid.uuid4().hex}" if local else version)
+            folder = self._p("versions", f"{STAGING_PREFIX}{uuid.uuid4().hex}" if local else version)
             manifest = {
                 "format": 1,
                 "name": self.name,
@@ -168,7 +217,9 @@ class Registry:
                     before_manifest(version)
                 self.storage.write_json(f"{folder}/{MANIFEST}", manifest)
                 if local:
+                    self.storage.sync_dir(folder)  # its entries are on disk before it appears
                     self.storage.move(folder, self._p("versions", version))
+                    self.storage.sync_dir(self._p("versions"))
             except BaseException:
                 if local:
                     self.storage.delete_dir(folder)
@@ -189,6 +240,18 @@ class Registry:
             ) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("files"), dict):
             raise IntegrityError(f"{self.name} {version}: MANIFEST.json has no file list")
+        if payload.get("name") != self.name or payload.get("version") != version:
+            raise IntegrityError(
+                f"{self.name} {version}: MANIFEST.json is the manifest of "
+                f"{payload.get('name')!r} {payload.get('version')!r}, not of this version "
+                "(copied or moved); refusing it. Run `raymlops registry verify`"
+            )
+        for filename in payload["files"]:
+            if filename == MANIFEST or not _FILE_NAME.fullmatch(str(filename)):
+                raise IntegrityError(
+                    f"{self.name} {version}: MANIFEST.json names a file {filename!r} that is "
+                    "not a plain file name of this version; refusing it"
+                )
         return payload
 
     def info(self, version: str) -> VersionInfo:
@@ -252,26 +315,93 @@ class Registry:
             problems.append(f"{self.name} {version}: {extra} is not in the manifest")
         return VerifyReport(version, not problems, len(manifest["files"]), problems)
 
+    def check_files(self, *, fix: bool = False) -> RegistryReport:
+        """Check the registry's own files: ``aliases.json`` parses and every alias names a
+        version that verifies, every line of ``audit.jsonl`` parses, and no staging folder of
+        an interrupted ``register`` is left (removed when ``fix``)."""
+        problems: list[str] = []
+        notes: list[str] = []
+        removed: list[str] = []
+        try:
+            aliases = self.aliases()
+        except IntegrityError as exc:
+            problems.append(str(exc))
+            aliases = {}
+        for alias, version in sorted(aliases.items()):
+            try:
+                report = self.verify(version)
+            except RegistryError as exc:
+                problems.append(f"aliases.json: {alias} -> {version}: {exc}")
+                continue
+            if not report.ok:
+                problems.append(f"aliases.json: {alias} -> {version}, which does not verify")
+        try:
+            self.audit()
+        except IntegrityError as exc:
+            problems.append(str(exc))
+        else:
+            for alias in sorted({e.alias for e in self.audit()}):
+                for event in self.uncommitted_events(alias):
+                    notes.append(
+                        f"audit.jsonl: {event.action} of {alias} to {event.version} at "
+                        f"{event.time} never took effect (interrupted before aliases.json was "
+                        "written); history and rollback skip it"
+                    )
+        for entry in self.storage.list_dir(self._p("versions")):
+            if entry.startswith(STAGING_PREFIX):
+                if fix:
+                    self.storage.delete_dir(self._p("versions", entry))
+                    removed.append(entry)
+                else:
+                    problems.append(
+                        f"versions/{entry}: the staging folder of an interrupted register "
+                        "(never a version); `raymlops registry verify --fix` removes it"
+                    )
+            elif not _VERSION.fullmatch(entry):
+                notes.append(f"versions/{entry}: not a version name; ignored")
+        return RegistryReport(problems, notes, removed)
+
     # -- aliases and audit -----------------------------------------------------------------------
 
     def aliases(self) -> dict[str, str]:
+        """The aliases and the versions they name.
+
+        Raises:
+            IntegrityError: ``aliases.json`` does not parse, or names something that is not
+                an alias or not a version name.
+        """
+        where = f"{self.location}/aliases.json"
         try:
             payload = self.storage.read_json(self._p("aliases.json"))
         except FileNotFoundError:
             return {}
-        return dict(payload) if isinstance(payload, dict) else {}
+        except ValueError:
+            raise IntegrityError(
+                f"{where} is not valid JSON (truncated or edited); the audit log "
+                f"({self.location}/audit.jsonl) says where each alias was: rewrite it from "
+                "there, e.g. {\"champion\": \"v3\"}"
+            ) from None
+        if not isinstance(payload, dict) or not all(
+            isinstance(a, str) and isinstance(v, str) and _ALIAS.fullmatch(a) and _VERSION.fullmatch(v)
+            for a, v in payload.items()
+        ):
+            raise IntegrityError(
+                f"{where} must map alias names to version names ({{\"champion\": \"v3\"}}); "
+                f"it holds {json.dumps(payload)[:200]}"
+            )
+        return dict(payload)
 
     def resolve(self, ref: str) -> str:
         """A version name for ``ref``: a version (``v3``, ``3``) or an alias (``champion``)."""
         if ref.isdigit():
             ref = f"v{ref}"
-        if _VERSION.match(ref):
+        if _VERSION.fullmatch(ref):
             if not self.storage.exists(self._p("versions", ref, MANIFEST)):
                 known = ", ".join(self.versions()) or "none yet"
                 raise RegistryError(f"{self.name}: no version {ref} (versions: {known})")
             return ref
         aliases = self.aliases()
-        if ref not in aliases:
+        if not _ALIAS.fullmatch(ref) or ref not in aliases:
             names = ", ".join(sorted(aliases)) or "none yet"
             raise RegistryError(
                 f"{self.name}: no alias {ref!r} (aliases: {names}); "
@@ -284,11 +414,28 @@ class Registry:
         return self.aliases().get(CHAMPION)
 
     def audit(self) -> list[AuditEvent]:
+        """Every alias move, oldest first.
+
+        Raises:
+            IntegrityError: a line does not parse as an event (truncated or edited).
+        """
         try:
-            text = self.storage.read_bytes(self._p("audit.jsonl")).decode()
+            text = self.storage.read_bytes(self._p("audit.jsonl")).decode(errors="replace")
         except FileNotFoundError:
             return []
-        return [AuditEvent(**json.loads(line)) for line in text.splitlines() if line.strip()]
+        events = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(AuditEvent(**json.loads(line)))
+            except (ValueError, TypeError):
+                raise IntegrityError(
+                    f"{self.location}/audit.jsonl line {number} is not an audit event "
+                    f"(truncated or edited): {line[:120]!r}. Move the file aside and restore "
+                    "it from a backup, or cut that line; `raymlops registry verify` checks it"
+                ) from None
+        return events
 
     def _move_alias(
         self, alias: str, version: str, *, action: str, reason: str, actor: str | None
@@ -321,18 +468,46 @@ class Registry:
             RegistryError: unknown version or bad alias name.
             IntegrityError: the version does not verify.
         """
-        if not _ALIAS.match(alias) or _VERSION.match(alias):
+        if not _ALIAS.fullmatch(alias) or _VERSION.fullmatch(alias):
             raise RegistryError(
                 f"alias {alias!r} is not a valid name (lowercase letters, digits, - and _)"
             )
+        # the probe takes seconds: it runs before the lock (versions are immutable), and again
+        # under it only if the ref now names another version
+        probed = self._probe(self.resolve(ref))
         with self.storage.lock(self._p(".lock")):
             version = self.resolve(ref)
+            if version != probed:
+                self._probe(version)
             return self._move_alias(alias, version, action="promote", reason=reason, actor=actor)
 
+    def committed_events(self, alias: str = CHAMPION) -> list[AuditEvent]:
+        """The audit events of ``alias`` whose move took effect, oldest first.
+
+        A move appends its event, then writes ``aliases.json``. A crash in between leaves an
+        event for a move that never happened; it is recognised because the next move of the
+        alias started from another version (its ``previous``), or, for the last event, because
+        ``aliases.json`` names another version.
+        """
+        events = [e for e in self.audit() if e.alias == alias]
+        current = self.aliases().get(alias)
+        committed = []
+        for event, following in zip(events, [*events[1:], None][: len(events)], strict=True):
+            actual = following.previous if following is not None else current
+            if actual == event.version:
+                committed.append(event)
+        return committed
+
+    def uncommitted_events(self, alias: str = CHAMPION) -> list[AuditEvent]:
+        """Audit events of ``alias`` for moves that never took effect (see committed_events)."""
+        committed = self.committed_events(alias)
+        return [e for e in self.audit() if e.alias == alias and e not in committed]
+
     def history(self, alias: str = CHAMPION) -> list[str]:
-        """The versions ``alias`` pointed to, oldest first, rollbacks undone (from the audit)."""
+        """The versions ``alias`` pointed to, oldest first, rollbacks undone (from the audit,
+        without events of moves that never took effect)."""
         stack: list[str] = []
-        for event in self.audit():
+        for event in self.committed_events(alias):
             if event.alias != alias:
                 continue
             if event.action == "rollback" and stack:
@@ -351,15 +526,28 @@ class Registry:
         Raises:
             RegistryError: the alias has no earlier version.
         """
+        probed = self._probe(self._rollback_target(alias))
         with self.storage.lock(self._p(".lock")):
-            history = self.history(alias)
-            current = self.aliases().get(alias)
-            if current is not None and (not history or history[-1] != current):
-                history.append(current)
-            if len(history) < 2:
-                raise RegistryError(
-                    f"{self.name}: {alias!r} has no earlier version to roll back to"
-                )
-            return self._move_alias(
-                alias, history[-2], action="rollback", reason=reason, actor=actor
-            )
+            target = self._rollback_target(alias)
+            if target != probed:
+                self._probe(target)
+            return self._move_alias(alias, target, action="rollback", reason=reason, actor=actor)
+
+    def _rollback_target(self, alias: str) -> str:
+        history = self.history(alias)
+        current = self.aliases().get(alias)
+        if current is not None and (not history or history[-1] != current):
+            history.append(current)
+        if len(history) < 2:
+            raise RegistryError(f"{self.name}: {alias!r} has no earlier version to roll back to")
+        return history[-2]
+
+    def _probe(self, version: str) -> str:
+        """Run the probe on ``version`` (raises to refuse it); returns ``version``.
+
+        A version that does not verify is refused by :meth:`_move_alias` with the list of its
+        problems; it is not loaded here.
+        """
+        if self.probe is not None and self.verify(version).ok:
+            self.probe(self, version)
+        return version

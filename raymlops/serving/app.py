@@ -39,6 +39,7 @@ from raymlops.contract import Columns, RequestRejected
 from raymlops.errors import ConfigError, RegistryError
 from raymlops.predictor import load_predictor, read_reference
 from raymlops.registry import Registry
+from raymlops.registry.probe import ProbeError, probe_version
 from raymlops.serving.api import (
     AccessRecord,
     PredictOutput,
@@ -126,7 +127,9 @@ class ModelDeployment:
                 [sink, MonitorSink(name)], max_queue_rows=prediction_log["max_queue_rows"]
             )
         self._alias = alias
-        self.predictor = load_predictor(self._registry, self._target())
+        self._refused: dict[str, str] = {}  # version -> why it cannot be served (immutable)
+        self._degraded: str | None = None
+        self.predictor = self._load_first_servable()
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._wake = threading.Event()
@@ -155,16 +158,56 @@ class ModelDeployment:
                 raise
             return self._registry.resolve(self._fallback)
 
+    def _load_checked(self, version: str) -> Any:
+        """Load ``version`` here only after it loaded and scored in a child process: a model
+        that crashes its loader must not take this replica down (raymlops.registry.probe)."""
+        if version in self._refused:
+            raise ProbeError(self._refused[version])
+        try:
+            probe_version(self._registry, version)
+            return load_predictor(self._registry, version)  # verified, complete
+        except ProbeError as exc:
+            self._refused[version] = str(exc)
+            raise
+
+    def _load_first_servable(self) -> Any:
+        """The alias's version; if it cannot be served, the newest earlier one that can,
+        from the alias's history in the audit log (reported by :meth:`status`)."""
+        target = self._target()
+        try:
+            return self._load_checked(target)
+        except Exception as exc:
+            earlier = [v for v in reversed(self._registry.history(self._alias)) if v != target]
+            for version in earlier:
+                try:
+                    loaded = self._load_checked(version)
+                except Exception:  # noqa: S112 - try the one before
+                    continue
+                self._degraded = (
+                    f"{self._alias} is {target}, which cannot be served ({exc}); serving "
+                    f"{version}, its previous version in the audit log. Fix: roll back or "
+                    "promote a good version"
+                )
+                _log.error("%s", self._degraded)
+                return loaded
+            raise
+
     def _follow_alias(self) -> None:
         try:
             target = self._target()
-            if target == self.predictor.version:
-                return
-            loaded = load_predictor(self._registry, target)  # verified, complete, then swapped
+            if target == self.predictor.version or target in self._refused:
+                return  # a refused version stays refused (versions are immutable)
+            loaded = self._load_checked(target)  # in a child first, then here, then swapped
         except Exception as exc:  # keep serving the loaded version, whatever went wrong
+            if isinstance(exc, ProbeError):
+                self._degraded = (
+                    f"{self._alias} is {target}, which cannot be served ({exc}); still serving "
+                    f"{self.predictor.version}"
+                )
             _log.warning("alias %r: staying on %s: %s", self._alias, self.predictor.version, exc)
             return
         previous, self.predictor = self.predictor.version, loaded
+        self._degraded = None
         _log.info("alias %r moved: now serving %s (was %s)", self._alias, loaded.version, previous)
 
     def reload(self) -> str:
@@ -245,7 +288,12 @@ class ModelDeployment:
 
     def status(self) -> dict[str, Any]:
         log = self._prediction_log.stats().__dict__ if self._prediction_log is not None else None
-        return {"ready": True, "model_version": self.predictor.version, "prediction_log": log}
+        return {
+            "ready": True,
+            "model_version": self.predictor.version,
+            "prediction_log": log,
+            "degraded": self._degraded,  # the alias names a version this replica refused
+        }
 
 
 class ServeMetrics:
@@ -365,16 +413,28 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     # real rows for /docs ("Try it out"); create_app keeps those that pass the schema
     examples = json.loads(reference[shown].head(3).to_json(orient="records", date_format="iso"))
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
-    fastapi_app = create_app(
-        name=config.name,
-        schema=schema,
-        serving=serving,
-        api_key=api_key,
-        backend_key=backend_key,
-        observer=ServeMetrics(config.name),
-        echo_request_id=False,
-        examples=examples,
-    )
+    observer = ServeMetrics(config.name)
+    key_env, key_required = serving.api_key_env, api_key is not None
+
+    def fastapi_app() -> Any:
+        # built in the replica, with the key read from the replica's own environment: the
+        # application shipped to the cluster holds the variable's name, never the key
+        key = os.environ.get(key_env) if key_env else None
+        if key_required and not key:
+            raise ConfigError(
+                f"the API key is not set in this Serve replica's environment ({key_env}); "
+                "set it on every node (Kubernetes Secret, launcher env), then deploy again"
+            )
+        return create_app(
+            name=config.name,
+            schema=schema,
+            serving=serving,
+            api_key=key or None,
+            backend_key=backend_key,
+            observer=observer,
+            echo_request_id=False,
+            examples=examples,
+        )
 
     @serve.deployment(
         name="ingress",

@@ -210,9 +210,15 @@ def test_api_key_from_the_environment(
 ) -> None:
     from ray import serve
 
+    from tests.integration.conftest import KEYED_ENV
+
     config_path, url = served
-    monkeypatch.setenv("RAYMLOPS_API_KEY", "k3y")
-    serve.run(build_application(load_config(config_path)), name="keyed", route_prefix="/keyed")
+    config = load_config(config_path)
+    # the replicas read the key from their environment (set before Ray started: conftest)
+    keyed = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"api_key_env": KEYED_ENV})}
+    )
+    serve.run(build_application(keyed), name="keyed", route_prefix="/keyed")
     try:
         row = _instances(1, seed=2)[0]
         target = f"{url}/keyed/v1/models/churn:predict"

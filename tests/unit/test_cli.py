@@ -96,3 +96,37 @@ def test_promote_the_configured_canary(project: Path, capsys: pytest.CaptureFixt
     assert main(["registry", "promote", "--config", str(project), "--canary"]) == 0
     assert "→ v2" in capsys.readouterr().out
     assert open_registry(load_config(project)).audit()[-1].reason == "canary promoted"
+
+
+def test_verify_checks_the_registrys_own_files_and_fix_cleans_staging(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ["--config", str(project)]
+    root = project.parent / "store" / "models" / "demo"
+    (root / "versions" / ".staging-abc").mkdir()
+    assert main(["registry", "verify", *c]) == 4
+    assert "versions/.staging-abc: the staging folder" in capsys.readouterr().out
+    assert main(["registry", "verify", *c, "--fix"]) == 0
+    assert "removed the staging folder versions/.staging-abc" in capsys.readouterr().out
+    assert not (root / "versions" / ".staging-abc").exists()
+
+
+def test_a_truncated_audit_line_or_bad_aliases_json_exit_4_from_list_and_rollback(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ["--config", str(project)]
+    assert main(["registry", "promote", *c, "v1"]) == 0
+    assert main(["registry", "promote", *c, "v2"]) == 0
+    root = project.parent / "store" / "models" / "demo"
+    audit = root / "audit.jsonl"
+    audit.write_bytes(audit.read_bytes()[:-20])  # the last line cut short
+    capsys.readouterr()
+    assert main(["registry", "rollback", *c]) == 4
+    err = capsys.readouterr().err
+    assert "audit.jsonl line 2 is not an audit event" in err
+    assert "Traceback" not in err
+    (root / "aliases.json").write_text('{"champion": "v')
+    assert main(["registry", "list", *c]) == 4
+    err = capsys.readouterr().err
+    assert "aliases.json is not valid JSON" in err
+    assert "Traceback" not in err

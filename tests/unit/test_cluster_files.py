@@ -92,7 +92,7 @@ def test_every_kuberay_manifest_validates_against_its_crd_schema() -> None:
     kinds = []
     for name, doc in _manifests():
         if doc["kind"] not in _SCHEMA_FILES:
-            assert doc["kind"] == "ConfigMap", f"{name}: unexpected kind {doc['kind']}"
+            assert doc["kind"] in ("ConfigMap", "NetworkPolicy"), f"{name}: unexpected kind {doc['kind']}"
             continue
         assert doc["apiVersion"] == "ray.io/v1", name
         errors = [
@@ -216,3 +216,28 @@ def test_every_cluster_runs_serve_as_raymlops_does_locally() -> None:
     for key, value in LOCAL_RAY_ENV.items():
         assert all(f"{key}={value}" in c for c in starts), key
         assert f"{key}={value}" in dockerfile, key
+
+
+def test_the_kuberay_pods_take_outside_traffic_on_serve_only() -> None:
+    """The NetworkPolicy selects every pod KubeRay makes; only Serve's port is open to all."""
+    (policy,) = [d for _, d in _manifests() if d["kind"] == "NetworkPolicy"]
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    ray_pods = {"app.kubernetes.io/created-by": "kuberay-operator"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == ray_pods
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if "from" not in rule:  # from anywhere
+            assert ports == {8000}, "only Serve's HTTP port may be open to every source"
+        elif not ports:  # every port: only the Ray pods themselves
+            assert rule["from"] == [{"podSelector": {"matchLabels": ray_pods}}]
+        else:
+            assert 6379 not in ports, "the GCS is for the cluster's own pods"
+
+
+def test_the_launcher_names_its_security_group_and_opens_no_port_to_the_world() -> None:
+    group = _launcher()["provider"]["security_group"]
+    assert group["GroupName"] == "raymlops-cluster"
+    for permission in group.get("IpPermissions", []):
+        ranges = [r.get("CidrIp") for r in permission.get("IpRanges", [])]
+        assert "0.0.0.0/0" not in ranges, permission

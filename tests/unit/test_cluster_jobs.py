@@ -101,6 +101,32 @@ def test_every_node_gets_its_own_ports_and_the_head_binds_the_dashboard_to_loopb
     assert "--num-cpus=1" in worker
     assert "--temp-dir=/t/1" in worker
     assert not any(a.startswith("--dashboard-port") for a in worker)
+    for command in (head, worker):  # every server of every node on loopback
+        assert "--node-ip-address=127.0.0.1" in command
+
+
+def test_loopback_stays_loopback_and_wildcards_become_loopback() -> None:
+    from raymlops.raystart import keep_loopback, loopback_address
+
+    outward = keep_loopback(lambda host: "192.0.2.7")
+    assert outward("127.0.0.1") == "127.0.0.1"
+    assert outward("::1") == "::1"
+    assert outward("localhost") == "192.0.2.7", "a name goes to Ray's resolver"
+    assert outward("10.1.2.3") == "192.0.2.7"
+    assert loopback_address("[::]:0") == "127.0.0.1:0"
+    assert loopback_address("0.0.0.0:8000") == "127.0.0.1:8000"
+    assert loopback_address("10.1.2.3:9") == "10.1.2.3:9"
+
+
+def test_a_local_ray_refuses_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raymlops.errors import UsageError
+    from raymlops.runtime import refuse_haproxy
+
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    with pytest.raises(UsageError, match="every network interface"):
+        refuse_haproxy()
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    refuse_haproxy()
 
 
 def test_free_ports_are_distinct() -> None:
@@ -312,3 +338,63 @@ def test_follow_mirrors_a_failure_with_the_last_log_lines_even_if_the_stream_bre
 def test_follow_returns_quietly_on_success() -> None:
     info = jobs.follow(_jobs(_FakeRayClient(["SUCCEEDED"], 0, "ok\n")), "job-2", lambda s: None)
     assert jobs.status_name(info.status) == "SUCCEEDED"
+
+
+def test_secrets_are_not_uploaded_with_a_job(tmp_path: Path) -> None:
+    """The working dir is matched with Ray's own exclude matcher (what `job submit` uploads)."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    files = {
+        "secret": [
+            ".env",
+            ".aws/credentials",
+            ".netrc",
+            "id_rsa",
+            "keys/id_ed25519.pub",
+            "deploy/server.pem",
+            "tls.key",
+            "api.token",
+            "auth_token",
+            "gcp-credentials.json",
+            "secrets/db-password.txt",
+            "conf/secrets/s3.yaml",
+            "kubeconfig",
+        ],
+        "uploaded": ["raymlops.yaml", "jobs/train.py", "data/train.csv", "features/keyboard.py"],
+    }
+    for name in files["secret"] + files["uploaded"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    excludes = jobs.default_excludes(tmp_path, "s3://b/reg", str(tmp_path / "data" / "train.csv"))
+    excluded = _get_excludes(tmp_path, excludes)
+
+    def left_out(name: str) -> bool:  # Ray checks each folder on the way down, then the file
+        parts = Path(name).parts
+        return any(excluded(tmp_path.joinpath(*parts[: i + 1])) for i in range(len(parts)))
+
+    assert [n for n in files["secret"] if not left_out(n)] == []
+    assert [n for n in files["uploaded"] if left_out(n)] == []
+
+
+def test_a_local_ray_uses_a_private_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raymlops.runtime import private_token_env
+
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    private_token_env()  # no token yet: made where Ray looks, 0600
+    token = tmp_path / "user" / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert len(token.read_text().strip()) == 64
+    token.chmod(0o644)  # as Ray writes it
+    private_token_env()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    # a token file the user names must be private too
+    shared = tmp_path / "shared_token"
+    shared.write_text("t" * 64)
+    shared.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(shared))
+    with pytest.raises(ClusterError, match="chmod 600"):
+        private_token_env()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,64 @@ def test_config_is_frozen() -> None:
 def test_config_schema_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "schema"]) == 0
     assert '"ProjectConfig"' in capsys.readouterr().out or "properties" in capsys.readouterr().out
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import time
+
+    started = time.perf_counter()
+    code = main(["config", "check", "--config", str(CONFIGS / "invalid" / "yaml_alias_bomb.yaml")])
+    assert code == 2
+    assert time.perf_counter() - started < 5, "refused before anything is expanded"
+    assert "line 2, column 4: YAML anchors and aliases" in capsys.readouterr().err
+
+
+def test_a_column_pydantic_cannot_use_is_refused_by_config_check_not_by_serving() -> None:
+    from raymlops.config import DataConfig
+
+    with pytest.raises(ValueError, match="'model_config'"):
+        DataConfig.model_validate(
+            {"source": "x.csv", "target": "y", "columns": {"model_config": {"type": "float"}}}
+        )
+    # names pydantic keeps as fields stay allowed (a warning about shadowing is not a refusal)
+    for name in ("json", "mean radius", "model_x", "1x"):
+        config = DataConfig.model_validate(
+            {"source": "x.csv", "target": "y", "columns": {name: {"type": "float"}}}
+        )
+        assert name in config.columns
+
+
+def test_credentials_in_uris_are_never_printed_or_dumped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raymlops.errors import StorageError
+    from raymlops.storage import Storage
+
+    secret_uri = "s3://AKIAEXAMPLE:wJalrSECRET@bucket/reg?endpoint_override=x&secret_key=wJalrSECRET"
+    # an error about a bad value shows the URI without its secrets
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"name: '{secret_uri}'\n"  # not a valid name: the error shows the value
+        "data: {source: x.csv, target: y, columns: {a: {type: float}}}\n"
+        "training: {task: classification}\n"
+    )
+    assert main(["config", "check", "--config", str(bad)]) == 2
+    assert "s3://***@bucket/reg" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        f"name: creds\nstorage: '{secret_uri}'\n"
+        f"data: {{source: '{secret_uri}', target: y, columns: {{a: {{type: float}}}}}}\n"
+        "training: {task: classification}\n"
+    )
+    config = load_config(good)
+    dumped = json.dumps(config.model_dump(mode="json"))  # what lineage.json stores
+    assert "s3://***@bucket/reg?endpoint_override=x&secret_key=***" in dumped
+    assert config.storage == secret_uri, "the config itself keeps the real URI to connect with"
+    with pytest.raises(StorageError) as caught:
+        Storage.from_uri("s3://AKIAEXAMPLE:wJalrSECRET@bucket/reg?scheme=nope")
+    printed = capsys.readouterr()
+    for text in (dumped, str(caught.value), printed.out, printed.err):
+        assert "wJalrSECRET" not in text
+        assert "AKIAEXAMPLE" not in text

@@ -23,7 +23,8 @@ SCHEMA = Schema.from_columns({"x": ColumnSpec(type="float")}, target="y", task="
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(Storage.from_uri(str(tmp_path / "store")), "demo")
+    # bookkeeping under test; the probe (a child process per move) has tests/unit/test_probe.py
+    return Registry(Storage.from_uri(str(tmp_path / "store")), "demo", probe=None)
 
 
 def test_versions_are_numbered_and_verify(registry: Registry) -> None:
@@ -172,3 +173,149 @@ def test_storage_given_as_a_file_uri(tmp_path: Path) -> None:
     registry.promote(version)
     assert (tmp_path / "uri-store" / "models" / "demo" / "aliases.json").exists()
     assert load_predictor(registry).version == "v1"
+
+
+# -- the registry's history cannot lie (issue 12) ------------------------------------------------
+
+
+def _crash_writing_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Storage.write_json
+
+    def crash(self: Storage, relpath: str, payload: object) -> None:
+        if relpath.endswith("aliases.json"):
+            raise KeyboardInterrupt("crash after the audit append, before aliases.json")
+        original(self, relpath, payload)
+
+    monkeypatch.setattr(Storage, "write_json", crash)
+
+
+def test_a_crash_between_audit_and_alias_cannot_make_rollback_move_forward(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2, v3 = (register_model(registry, random_rows(60, seed=s), SCHEMA) for s in range(3))
+    registry.promote(v1)
+    registry.promote(v2)
+    _crash_writing_aliases(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        registry.promote(v3)
+    monkeypatch.undo()
+    assert registry.champion() == v2
+    assert [e.version for e in registry.audit()] == [v1, v2, v3], "the event was appended"
+    assert [e.version for e in registry.uncommitted_events()] == [v3]
+    assert registry.history() == [v1, v2]
+    event = registry.rollback(reason="back")
+    assert (event.previous, event.version) == (v2, v1), "rollback goes back, never forward"
+    assert registry.champion() == v1
+    # a later move after the crash: the stray event stays recognised as never applied
+    registry.promote(v3)
+    assert registry.history() == [v1, v3]
+    assert registry.rollback().version == v1
+
+
+def test_names_are_matched_whole_and_never_leave_the_registry(
+    registry: Registry, tmp_path: Path
+) -> None:
+    v1 = register_model(registry, random_rows(60), SCHEMA)
+    registry.promote(v1)
+    with pytest.raises(RegistryError, match="model name"):
+        Registry(registry.storage, "demo\n")
+    with pytest.raises(RegistryError, match="model name"):
+        Registry(registry.storage, "../demo")
+    with pytest.raises(RegistryError):
+        registry.resolve("v1\n")
+    with pytest.raises(RegistryError, match="not a valid name"):
+        registry.promote(v1, alias="champion\n")
+    with pytest.raises(RegistryError, match="file name"):
+        registry.register({"../aliases.json": b"{}"})
+    aliases = tmp_path / "store" / "models" / "demo" / "aliases.json"
+    aliases.write_text(json.dumps({"champion": "../../x"}))
+    with pytest.raises(IntegrityError, match="must map alias names to version names"):
+        registry.champion()
+    aliases.write_text(json.dumps({"champion": "v1"}))
+    manifest_path = tmp_path / "store" / "models" / "demo" / "versions" / "v1" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["../../aliases.json"] = {"sha256": "0" * 64, "bytes": 1}
+    manifest_path.write_text(json.dumps(manifest))
+    report = registry.verify(v1)
+    assert not report.ok
+    assert "not a plain file name" in report.problems[0]
+
+
+def test_a_version_holding_another_versions_manifest_fails_verify(
+    registry: Registry, tmp_path: Path
+) -> None:
+    v1 = register_model(registry, random_rows(60), SCHEMA)
+    v2 = register_model(registry, random_rows(60, seed=1), SCHEMA)
+    versions = tmp_path / "store" / "models" / "demo" / "versions"
+    for name in os.listdir(versions / v1):  # v2 becomes a byte-for-byte copy of v1
+        (versions / v2 / name).write_bytes((versions / v1 / name).read_bytes())
+    report = registry.verify(v2)
+    assert not report.ok
+    assert "is the manifest of 'demo' 'v1'" in report.problems[0]
+    with pytest.raises(IntegrityError):
+        registry.promote(v2)
+
+
+def test_check_files_reports_bad_aliases_audit_lines_and_staging_folders(
+    registry: Registry, tmp_path: Path
+) -> None:
+    v1 = register_model(registry, random_rows(60), SCHEMA)
+    registry.promote(v1)
+    assert registry.check_files().ok
+    root = tmp_path / "store" / "models" / "demo"
+    (root / "versions" / ".staging-0123").mkdir()
+    (root / "versions" / ".staging-0123" / "model.ubj").write_bytes(b"half")
+    report = registry.check_files()
+    assert any(".staging-0123" in p for p in report.problems)
+    fixed = registry.check_files(fix=True)
+    assert fixed.removed == [".staging-0123"]
+    assert not (root / "versions" / ".staging-0123").exists()
+    assert registry.check_files().ok
+    (root / "versions" / "v1" / "metrics.json").write_text("{}")
+    assert any("champion -> v1, which does not verify" in p for p in registry.check_files().problems)
+    with open(root / "audit.jsonl", "a") as audit:
+        audit.write('{"time": "2026-01-01", "act')
+    assert any("audit.jsonl line 2" in p for p in registry.check_files().problems)
+
+
+def test_writes_are_fsynced_before_the_rename(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    order: list[str] = []
+
+    def fsync(fd: int) -> None:
+        order.append("fsync")
+        synced.append(fd)
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        order.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    registry.storage.write_bytes("x/file.bin", b"data")
+    assert order == ["fsync", "rename", "fsync"], "file, then rename, then its folder"
+
+
+def test_local_storage_is_private_to_its_user(tmp_path: Path) -> None:
+    import stat
+
+    storage = Storage.from_uri(str(tmp_path / "private"))
+    registry = Registry(storage, "demo", probe=None)
+    version = register_model(registry, random_rows(60), SCHEMA)
+    storage.write_bytes("predictions/demo/date=2026-01-01/part-0.parquet", b"rows")
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    root = tmp_path / "private"
+    assert mode(root) == 0o700
+    reference = root / "models" / "demo" / "versions" / version / "reference.parquet"
+    log = root / "predictions" / "demo" / "date=2026-01-01" / "part-0.parquet"
+    for path in (reference, log):
+        assert mode(path) == 0o600, path
+        assert mode(path.parent) == 0o700, path.parent
+    assert mode(root / "predictions") == 0o700

@@ -448,7 +448,8 @@ def report_details(report: ValidationReport) -> list[dict[str, Any]]:
         if not issue.examples
     ]
     details += [{"row": None, "field": None, "message": p} for p in report.problems]
-    return sorted(details, key=lambda d: (d["row"] is None, d["row"] or 0))
+    # rows first, then fields by name: the decoder and the numpy path list problems alike
+    return sorted(details, key=lambda d: (d["row"] is None, d["row"] or 0, str(d["field"])))
 
 
 def _rejected(report: ValidationReport) -> RequestRejected:

@@ -51,7 +51,9 @@ __all__ = [
     "check_overlap",
     "check_time_split",
     "digest_block",
+    "id_findings",
     "overlap_findings",
+    "row_findings",
     "run_checks",
 ]
 
@@ -178,6 +180,40 @@ class OverlapFindings:
     cross_split: _Overlap = field(default_factory=_Overlap)
     ids: dict[str, _Overlap] = field(default_factory=dict)
 
+    def to_json(self) -> str:
+        """A plain form that travels through Ray Data's columns."""
+        import json
+
+        def one(found: _Overlap) -> list[Any]:
+            return [found.count, [int(r) for r in found.rows]]
+
+        return json.dumps(
+            {
+                "rows": self.rows,
+                "train_rows": self.train_rows,
+                "duplicates": one(self.duplicates),
+                "cross_split": one(self.cross_split),
+                "ids": {c: one(f) for c, f in self.ids.items()},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> OverlapFindings:
+        import json
+
+        payload = json.loads(text)
+
+        def one(pair: list[Any]) -> _Overlap:
+            return _Overlap(int(pair[0]), [int(r) for r in pair[1]])
+
+        return cls(
+            rows=payload["rows"],
+            train_rows=payload["train_rows"],
+            duplicates=one(payload["duplicates"]),
+            cross_split=one(payload["cross_split"]),
+            ids={c: one(p) for c, p in payload["ids"].items()},
+        )
+
     @classmethod
     def merge(cls, parts: Iterable[OverlapFindings]) -> OverlapFindings:
         total = cls()
@@ -191,28 +227,43 @@ class OverlapFindings:
         return total
 
 
-def overlap_findings(digest: pd.DataFrame) -> OverlapFindings:
-    """Findings of one digest partition (all rows sharing a hash must be in the same one)."""
+def row_findings(digest: pd.DataFrame) -> OverlapFindings:
+    """Duplicates and feature rows on both sides, in one digest partition: rows with equal
+    features must fall in the same partition (partition by ``feature_hash``; equal rows have
+    equal features, so exact duplicates fall together too)."""
     found = OverlapFindings(rows=len(digest), train_rows=int((~digest["holdout"]).sum()))
     if digest.empty:
         return found
     ordered = digest.sort_values("row", kind="stable")
-    repeated = ordered.duplicated("row_hash", keep="first").to_numpy()
-    found.duplicates.add(int(repeated.sum()), ordered["row"].to_numpy()[repeated][:MAX_ROWS])
+    repeated = pd.Series(ordered["row_hash"].to_numpy(dtype=np.uint64)).duplicated().to_numpy()
+    rows = ordered["row"].to_numpy(dtype=np.int64)
+    found.duplicates.add(int(repeated.sum()), rows[repeated][:MAX_ROWS])
     found.cross_split = _both_sides(ordered, "feature_hash")
-    for column in (c for c in digest.columns if c.startswith("id:")):
-        with_id = ordered[ordered[column] != 0]
-        found.ids[column[3:]] = _both_sides(with_id, column)
     return found
+
+
+def id_findings(digest: pd.DataFrame, column: str) -> OverlapFindings:
+    """Ids of ``column`` on both sides, in one partition by that id's hash (``id:<column>``)."""
+    key = f"id:{column}"
+    ordered = digest[digest[key].to_numpy(dtype=np.uint64) != 0].sort_values("row", kind="stable")
+    return OverlapFindings(ids={column: _both_sides(ordered, key)})
+
+
+def overlap_findings(digest: pd.DataFrame) -> OverlapFindings:
+    """All findings of a digest held whole (small data, tests): rows and every id column."""
+    parts = [row_findings(digest)]
+    parts += [id_findings(digest, c[3:]) for c in digest.columns if c.startswith("id:")]
+    return OverlapFindings.merge(parts)
 
 
 def _both_sides(digest: pd.DataFrame, key: str) -> _Overlap:
     """Holdout rows whose ``key`` also appears among training rows (they inflate the metric)."""
-    seen_in_train = set(digest.loc[~digest["holdout"], key].tolist())
-    holdout = digest[digest["holdout"]]
-    leaked = holdout[holdout[key].isin(seen_in_train)]
+    # numpy arrays: through Ray Data the hashes may arrive as Arrow-backed uint64 columns
+    keys = digest[key].to_numpy(dtype=np.uint64)
+    holdout = digest["holdout"].to_numpy(dtype=bool)
+    leaked = holdout & np.isin(keys, keys[~holdout])
     found = _Overlap()
-    found.add(len(leaked), leaked["row"].to_numpy()[:MAX_ROWS])
+    found.add(int(leaked.sum()), digest["row"].to_numpy(dtype=np.int64)[leaked][:MAX_ROWS])
     return found
 
 

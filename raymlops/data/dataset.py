@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray
 
+from raymlops.data.checks import OverlapFindings, digest_block, id_findings, row_findings
 from raymlops.data.sources import file_digest, load_sklearn_frame, resolve_source
 from raymlops.data.split import holdout_mask, unit_hash
 from raymlops.data.validation import ValidationReport, validate_frame
@@ -35,6 +36,7 @@ __all__ = [
     "SplitBlocks",
     "ValidatedData",
     "load_split",
+    "overlap_from_digests",
     "load_validated",
     "merge_samples",
     "sample_candidates",
@@ -247,6 +249,8 @@ class SplitBlocks:
     train: list[Any]
     holdout: list[Any]
     summaries: list[Any]
+    #: per-row hashes of each block (raymlops.data.checks.digest_block), in the object store
+    digests: list[Any]
     report: ValidationReport
     source: str
     files: list[str]
@@ -256,7 +260,7 @@ class SplitBlocks:
     holdout_rows: int
 
 
-@ray.remote(num_returns=4)
+@ray.remote(num_returns=5)
 def _validate_split_block(  # type: ignore[no-untyped-def]
     block, schema_dict: dict, offset: int, fraction: float, seed: int, summarize
 ):
@@ -266,12 +270,14 @@ def _validate_split_block(  # type: ignore[no-untyped-def]
     schema = Schema.from_dict(schema_dict)
     typed, report = validate_frame(frame, schema, row_offset=offset, require_target=True)
     if not report.ok:  # the run stops at the merged report: no rows travel further
-        return None, None, report, (0, 0, None)
+        return None, None, report, (0, 0, None), None
+    # the dataset checks' row hashes, from the same typed rows (no second read)
+    digest = digest_block(typed, schema, row_offset=offset, test_fraction=fraction, seed=seed)
     typed[ROW_ID] = np.arange(offset, offset + len(typed), dtype=np.int64)
     mask = holdout_mask(typed[ROW_ID].to_numpy(), fraction=fraction, seed=seed)
     train, holdout = typed[~mask], typed[mask]
     summary = summarize(train) if summarize is not None else None
-    return train, holdout, report, (len(train), len(holdout), summary)
+    return train, holdout, report, (len(train), len(holdout), summary), digest
 
 
 def load_split(
@@ -312,6 +318,7 @@ def load_split(
         train=[out[0] for out in outputs],
         holdout=[out[1] for out in outputs],
         summaries=[summary for _, _, summary in counts],
+        digests=[out[4] for out in outputs],
         report=report,
         source=source,
         files=files,
@@ -339,3 +346,37 @@ def merge_samples(candidates: list[pd.DataFrame], rows: int) -> pd.DataFrame:
     if len(frame) > rows:
         frame = frame.nsmallest(rows, "__key")
     return frame.drop(columns="__key").sort_values(ROW_ID).reset_index(drop=True)
+
+
+def overlap_from_digests(digests: list[Any], id_columns: list[str]) -> OverlapFindings:
+    """Duplicates and leakage across the split from the blocks' row digests, with Ray Data.
+
+    Digests are grouped by feature hash (and, for each id column, by the id's hash), so rows
+    that can match land in the same group wherever their blocks were; each group is checked by
+    the pure :mod:`raymlops.data.checks` functions and only counts and first rows come back.
+    """
+    dataset = ray.data.from_pandas_refs(digests)
+    buckets = max(1, min(64, len(digests)))
+
+    def by(key: str) -> ray.data.Dataset:
+        return dataset.map_batches(
+            lambda b: b.assign(__bucket=(b[key] % buckets).astype(np.int64)),
+            batch_format="pandas",
+        ).groupby("__bucket")
+
+    def encoded(found: OverlapFindings) -> pd.DataFrame:
+        return pd.DataFrame({"found": [found.to_json()]})
+
+    parts = by("feature_hash").map_groups(
+        lambda group: encoded(row_findings(group)), batch_format="pandas"
+    )
+    results = [parts]
+    for column in id_columns:
+        results.append(
+            by(f"id:{column}").map_groups(
+                lambda group, c=column: encoded(id_findings(group, c)), batch_format="pandas"
+            )
+        )
+    return OverlapFindings.merge(
+        OverlapFindings.from_json(row["found"]) for result in results for row in result.iter_rows()
+    )

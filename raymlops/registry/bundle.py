@@ -15,6 +15,8 @@ Layout of ``{storage}/models/{name}/versions/{vN}/``::
     gate.json                 the gate's decision
     lineage.json              where the version came from
     trials.json               every trial of the search
+    checks.json               the dataset checks' findings
+    model_card.md / .html     the model card (raymlops.registry.card), written at registration
     MANIFEST.json             sha256 and size of each file; written last
 
 Example:
@@ -34,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from raymlops.registry.card import CARD_HTML, CARD_MD, CardData, render_card
 from raymlops.registry.store import MANIFEST, Registry
 
 __all__ = ["BundleReader", "VersionBundle", "json_bytes"]
@@ -63,6 +66,9 @@ class VersionBundle:
     GATE: ClassVar[str] = "gate.json"
     LINEAGE: ClassVar[str] = "lineage.json"
     TRIALS: ClassVar[str] = "trials.json"
+    CHECKS: ClassVar[str] = "checks.json"
+    CARD_MD: ClassVar[str] = CARD_MD
+    CARD_HTML: ClassVar[str] = CARD_HTML
     MANIFEST: ClassVar[str] = MANIFEST
 
     model_kind: str
@@ -75,6 +81,8 @@ class VersionBundle:
     gate: dict[str, Any]
     lineage: dict[str, Any]
     trials: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] | None = None  # the dataset checks' report
+    parent_reference: pd.DataFrame | None = None  # for the card's distribution plots
 
     def files(self) -> dict[str, bytes]:
         """File name -> bytes, as :meth:`Registry.register` takes them."""
@@ -89,7 +97,17 @@ class VersionBundle:
             self.GATE: json_bytes(self.gate),
             self.LINEAGE: json_bytes(self.lineage),
             self.TRIALS: json_bytes(self.trials),
+            **({self.CHECKS: json_bytes(self.checks)} if self.checks is not None else {}),
         }
+
+    def card(self, name: str, version: str) -> dict[str, bytes]:
+        """The model card files of this bundle as version ``version`` of ``name``."""
+        files = self.files()
+        data = CardData.from_files(
+            files, name=name, version=version, parent_reference=self.parent_reference
+        )
+        markdown, page = render_card(data)
+        return {self.CARD_MD: markdown.encode(), self.CARD_HTML: page.encode()}
 
     def summary(self, **extra: Any) -> dict[str, Any]:
         """The manifest's summary: the model kind and file (readers find the model by them)."""
@@ -97,7 +115,11 @@ class VersionBundle:
 
     def register(self, registry: Registry, **summary: Any) -> str:
         """Write the bundle as a new version of ``registry``; returns its name (``v3``)."""
-        return registry.register(self.files(), summary=self.summary(**summary))
+        return registry.register(
+            self.files(),
+            summary=self.summary(**summary),
+            derived=lambda version: self.card(registry.name, version),
+        )
 
 
 class BundleReader:

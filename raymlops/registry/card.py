@@ -213,7 +213,7 @@ def _sections(data: CardData) -> list[tuple[str, list[str]]]:
     if retrain:
         lineage_lines.append(
             f"- **Retrained after drift:** window {retrain.get('trigger_window', '?')}, "
-            f"report `{retrain.get('report', '?')}`"
+            f"report `{retrain.get('trigger_report') or '?'}`"
         )
     out.append(("Lineage", lineage_lines))
     packages = lineage.get("packages") or {}

@@ -180,24 +180,28 @@ class Registry:
         files: dict[str, bytes],
         *,
         summary: dict[str, Any] | None = None,
+        derived: Callable[[str], dict[str, bytes]] | None = None,
         before_manifest: Any = None,
     ) -> str:
         """Write a new immutable version holding ``files``; returns its name (``vN``).
 
+        ``derived`` makes more files from the version's name once it is chosen (the model card,
+        whose title names the version); they are covered by the manifest like the others.
         ``before_manifest`` is a test hook called after the files and before the manifest,
         to simulate a crash in between.
         """
         if MANIFEST in files:
             raise ValueError(f"{MANIFEST} is written by the registry")
-        for filename in files:
-            if not _FILE_NAME.fullmatch(filename):
-                raise RegistryError(
-                    f"file name {filename!r} is not valid in a version: letters, digits, "
-                    "'.', '-' and '_', no folders"
-                )
         with self.storage.lock(self._p(".lock")):
             numbers = self._numbers()
             version = f"v{(numbers[-1] if numbers else 0) + 1}"
+            files = {**files, **(derived(version) if derived is not None else {})}
+            for filename in files:
+                if filename == MANIFEST or not _FILE_NAME.fullmatch(filename):
+                    raise RegistryError(
+                        f"file name {filename!r} is not valid in a version: letters, digits, "
+                        "'.', '-' and '_', no folders"
+                    )
             local = self.storage.is_local
             folder = self._p("versions", f"{STAGING_PREFIX}{uuid.uuid4().hex}" if local else version)
             manifest = {

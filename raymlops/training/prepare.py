@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class Prepared:
     n_classes: int
     arrays: TrainArrays  # transformed rows in the object store
     reference: pd.DataFrame  # the drift reference sample (training rows)
+    class_counts: dict[Any, int]  # training rows per class (classification; else empty)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
         reference = merge_samples(
             [s.candidates for s in data.summaries], config.data.reference_rows
         )
+        class_counts: Counter = Counter()
+        for summary in data.summaries:
+            class_counts.update(summary.stats.classes)
         data.summaries.clear()  # the candidates are not needed any more
         note["detail"] = (
             f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
@@ -118,7 +123,15 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
             f"X {arrays.fit_rows + arrays.valid_rows}x{arrays.n_features}; "
             f"{arrays.valid_rows} rows for Tune's validation"
         )
-    return Prepared(data, rows, pipeline, n_classes, arrays, reference.drop(columns=[ROW_ID]))
+    return Prepared(
+        data,
+        rows,
+        pipeline,
+        n_classes,
+        arrays,
+        reference.drop(columns=[ROW_ID]),
+        dict(class_counts),
+    )
 
 
 def _cause(exc: Exception) -> Exception:

@@ -12,10 +12,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from raymlops.config import ProjectConfig, config_hash
+from raymlops.data.checks import ChecksReport
 from raymlops.lineage import code_version, package_versions
 from raymlops.registry import Registry
-from raymlops.registry.bundle import VersionBundle
+from raymlops.registry.bundle import BundleReader, VersionBundle
 from raymlops.schema import Schema
 from raymlops.training.evaluate import Evaluation
 from raymlops.training.prepare import Prepared
@@ -80,8 +83,10 @@ def register_version(
     stages: StageLog,
     *,
     extra_lineage: dict[str, Any] | None = None,
+    checks: ChecksReport | None = None,
 ) -> Registered:
-    """Write the version's bundle to the registry (complete, or not at all)."""
+    """Write the version's bundle, its dataset checks and model card to the registry
+    (complete, or not at all)."""
     with stages.stage("register version") as note:
         champion = evaluation.champion
         lineage = build_lineage(config, prepared, selected, champion.version, extra_lineage)
@@ -101,6 +106,8 @@ def register_version(
             gate=evaluation.gate.to_dict(),
             lineage=lineage,
             trials=[_trial_record(t) for t in selected.search.trials],
+            checks=checks.to_dict() if checks is not None else None,
+            parent_reference=_reference_of(registry, champion.version),
         )
         version = bundle.register(
             registry,
@@ -111,6 +118,16 @@ def register_version(
         )
         note["detail"] = f"{config.name} {version} at {registry.location}"
     return Registered(version, lineage)
+
+
+def _reference_of(registry: Registry, version: str | None) -> pd.DataFrame | None:
+    """The parent's reference sample, for the card's plots (none when it cannot be read)."""
+    if version is None:
+        return None
+    try:
+        return BundleReader(registry, version).reference()
+    except Exception:  # the card draws without it; the gate already judged the champion
+        return None
 
 
 def promote(registry: Registry, version: str, evaluation: Evaluation, stages: StageLog) -> None:

@@ -1,6 +1,6 @@
 """The training pipeline as one call, used by the CLI, ``jobs/train.py`` and retraining.
 
-prepare (validate, split, features, transform) -> select (Tune search, refit)
+prepare (validate, split, features, transform) -> dataset checks -> select (Tune search, refit)
 -> evaluate (holdout, champion, gate) -> register (bundle) -> promote (optional)
 
 Example:
@@ -86,6 +86,7 @@ def train(
         StorageError / RegistryError / IntegrityError: storage or champion problems.
     """
     from raymlops.training import register
+    from raymlops.training.dataset_checks import check_dataset
     from raymlops.training.evaluate import evaluate
     from raymlops.training.prepare import prepare
     from raymlops.training.select import search_and_refit
@@ -95,10 +96,18 @@ def train(
     registry = open_registry(config)  # fail fast on unreachable storage, before any work
     _start_ray(address, stages)
     prepared = prepare(config, schema, source or config.data.source, stages)
+    checks = check_dataset(config, schema, registry, prepared, stages)  # exit 3 when it blocks
     selected = search_and_refit(config, prepared, stages, verbose=verbose)
     evaluation = evaluate(config, registry, prepared, selected, stages)
     version = register.register_version(
-        config, registry, prepared, selected, evaluation, stages, extra_lineage=extra_lineage
+        config,
+        registry,
+        prepared,
+        selected,
+        evaluation,
+        stages,
+        extra_lineage=extra_lineage,
+        checks=checks,
     )
     promoted = promote and evaluation.gate.passed
     if promoted:

@@ -69,7 +69,7 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
 
     verify = run("registry", "verify", "--config", config, cwd=tmp_path)
     assert verify.returncode == 0
-    assert "v1: 8 files match the manifest" in verify.stdout
+    assert "v1: 11 files match the manifest" in verify.stdout
 
     # serve the champion over HTTP, answer one request, stop cleanly on Ctrl-C
     port = _free_port()

@@ -47,7 +47,7 @@ def card_data(**overrides) -> CardData:  # type: ignore[no-untyped-def]
                     "owners": ["growth-ml@example.com"],
                 },
             },
-            "retrain": {"trigger_window": 12, "report": "reports/churn/window-000012.html"},
+            "retrain": {"trigger_window": 12, "trigger_report": "reports/churn/window-000012.html"},
         },
         "trials": [{"index": i} for i in range(4)],
         "features": {"feature_names": ["tenure", "plan=basic", "plan=pro"]},

@@ -19,7 +19,9 @@ from raymlops.data.checks import (
     check_overlap,
     check_time_split,
     digest_block,
+    id_findings,
     overlap_findings,
+    row_findings,
     run_checks,
 )
 from raymlops.data.validation import validate_frame
@@ -131,8 +133,14 @@ def test_partitions_by_hash_add_up_to_the_whole(cuts: int, seed: int) -> None:
     # equal features share a partition: partition by the feature hash (equal rows have equal
     # features, so exact duplicates fall together too); ids are checked by their own hash
     parts = OverlapFindings.merge(
-        overlap_findings(digest[digest["feature_hash"] % cuts == k]) for k in range(cuts)
+        [row_findings(digest[digest["feature_hash"] % cuts == k]) for k in range(cuts)]
+        + [
+            id_findings(digest[digest["id:customer"] % cuts == k], "customer")
+            for k in range(cuts)
+        ]
     )
+    assert parts.ids["customer"].count == whole.ids["customer"].count
+    assert parts.ids["customer"].rows == whole.ids["customer"].rows
     assert parts.duplicates.count == whole.duplicates.count
     assert parts.duplicates.rows == whole.duplicates.rows
     assert parts.cross_split.count == whole.cross_split.count

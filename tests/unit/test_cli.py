@@ -79,7 +79,7 @@ def test_registry_verify_fails_with_exit_4_on_tampering(
     model.write_bytes(model.read_bytes() + b"!")
     assert main(["registry", "verify", "--config", str(project)]) == 4
     captured = capsys.readouterr()
-    assert "v1: 8 files match" in captured.out
+    assert "v1: 10 files match" in captured.out
     assert "model.skops does not match its sha256" in captured.out
     assert main(["registry", "promote", "--config", str(project), "v2"]) == 4
 

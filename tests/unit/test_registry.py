@@ -34,7 +34,7 @@ def test_versions_are_numbered_and_verify(registry: Registry) -> None:
     assert registry.versions() == ["v1", "v2"]
     report = registry.verify("v2")
     assert report.ok
-    assert report.checked == 8, "model, 7 bundle files (MANIFEST.json is not counted)"
+    assert report.checked == 10, "model, 7 bundle files, the card (.md, .html); not MANIFEST.json"
 
 
 def test_loading_checks_sha256_and_refuses_a_tampered_model(

@@ -400,12 +400,13 @@ def registry_card(
     name = manifest["version"]
     card_page(registry, name)  # reads and verifies the stored card before anything is served
     if CARD_HTML in manifest["files"]:
-        out.print(f"{registry.location}/versions/{name}/{CARD_HTML}")
+        # a path is one token to copy: never wrapped at the terminal's width
+        out.print(escape(f"{registry.location}/versions/{name}/{CARD_HTML}"), soft_wrap=True)
     else:
         out.print(f"{registry.name} {name} was registered without a card; --serve renders one")
     if serve:
         def ready(url: str) -> None:
-            out.print(f"serving cards at {url}{name}  (index: {url}; Ctrl-C stops)")
+            out.print(f"serving cards at {url}{name}  (index: {url}; Ctrl-C stops)", soft_wrap=True)
 
         try:
             serve_cards(registry, port=port, ready=ready)

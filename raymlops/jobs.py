@@ -75,8 +75,9 @@ _ALWAYS_EXCLUDED = [
     # secrets never travel with a job: dotfiles and dot-folders (.env, .aws/, .netrc, ...),
     # private keys and certificates, token and credential files, and secrets/ folders. A job
     # that needs a secret gets it from the cluster (environment, instance role, Kubernetes
-    # Secret), not from the uploaded copy of a laptop's folder.
-    ".*",
+    # Secret), not from the uploaded copy of a laptop's folder. (Not ".*": Ray matches the
+    # working dir itself as ".", and ".*" left every job with an empty package.)
+    ".[!.]*",
     "*.pem",
     "*.key",
     "*.p12",

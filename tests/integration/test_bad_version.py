@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from tempfile import mkdtemp
 
 import pytest
 from ray import serve
 
 from raymlops.config import load_config
+from raymlops.contract import Columns, contract_for
 from raymlops.examples import make_churn
 from raymlops.pipeline import open_registry
 from raymlops.registry import Registry
@@ -54,9 +57,14 @@ def _deploy(storage: str, app: str):  # type: ignore[no-untyped-def]
     )
 
 
-def _rows(count: int) -> list[dict]:
+def _rows(count: int) -> Columns:
+    """Rows as the ingress hands them to the model deployment: decoded by the schema's contract."""
     frame = make_churn(count, seed=9).drop(columns=["churned"])
-    return json.loads(frame.to_json(orient="records", date_format="iso"))
+    records = json.loads(frame.to_json(orient="records", date_format="iso"))
+    schema = Schema.from_config(load_config(write_project(Path(mkdtemp()))))
+    columns, report = contract_for(schema).from_records(records)
+    assert report.ok, report.render()
+    return columns
 
 
 def test_a_replica_refuses_a_crashing_version_and_keeps_serving(

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from raymlops.errors import RegistryError
+from raymlops.monitoring.policy import decisions_folder
 from raymlops.registry import Registry
 from raymlops.registry.card import (
     CARD_HTML,
@@ -37,10 +38,6 @@ from raymlops.registry.card import (
 )
 
 __all__ = ["card_data", "card_page", "history", "index_page", "serve_cards"]
-
-#: the monitor's per-window decisions (raymlops.monitoring.policy.decision_path's folder)
-_DECISIONS = "monitoring/{model}/decisions"
-
 
 def card_data(registry: Registry, ref: str) -> CardData:
     """A version's card inputs, every file read through its sha256 check."""
@@ -74,7 +71,7 @@ def history(registry: Registry, version: str) -> list[HistoryRow]:
         if version in (event.version, event.previous)
     ]
     storage = registry.storage
-    folder = _DECISIONS.format(model=registry.name)
+    folder = decisions_folder(registry.name)
     for entry in sorted(storage.list_dir(folder)) if storage.exists(folder) else []:
         decision: Any = storage.read_json(f"{folder}/{entry}")
         if not isinstance(decision, dict) or decision.get("version") != version:

@@ -239,7 +239,7 @@ def plan_job(
         ConfigError: the config is missing or invalid.
     """
     from raymlops.config import load_config
-    from raymlops.storage import local_storage_warning
+    from raymlops.storage import is_loopback_address, local_storage_warning
 
     if kind not in JOB_KINDS:
         raise JobError(f"unknown job kind {kind!r}: choose one of {', '.join(JOB_KINDS)}")
@@ -262,7 +262,7 @@ def plan_job(
         # absolute folder (RAYMLOPS_STORAGE overrides `storage:`, see load_config)
         declared = _declared_storage(config)
         if not Path(declared).expanduser().is_absolute():
-            if not on_this_machine(address):
+            if not is_loopback_address(address):
                 raise JobError(
                     f"storage {declared!r} in {config} is a relative folder: in the job it "
                     "points into the temporary copy of the working dir on the cluster, and the "
@@ -293,21 +293,6 @@ def plan_job(
 
 
 # -- the cluster ---------------------------------------------------------------------------------
-
-
-def on_this_machine(address: str | None) -> bool:
-    """Whether the Jobs API address is a cluster on this machine (its nodes see our folders).
-
-    Example:
-        >>> on_this_machine("http://127.0.0.1:8265"), on_this_machine("http://10.0.0.9:8265")
-        (True, False)
-    """
-    from urllib.parse import urlsplit
-
-    if not address:
-        return False
-    host = urlsplit(address if "://" in address else f"http://{address}").hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def jobs_address(address: str | None) -> str:

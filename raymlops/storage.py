@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 from raymlops.errors import StorageError
 from raymlops.lineage import redact_uri
 
-__all__ = ["Storage", "local_storage_warning"]
+__all__ = ["Storage", "is_loopback_address", "local_storage_warning"]
 
 _LOCK_POLL_S = 0.05
 #: modes of what raymlops creates in a local storage folder: only the user who runs it reads
@@ -311,7 +311,16 @@ def _s3_client(fs: pafs.FileSystem) -> Any:
     return _S3_CLIENTS[key]
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback_address(address: str | None) -> bool:
+    """Whether a cluster address (``host:port`` or a URL) is on this machine, so its nodes
+    see this machine's folders.
+
+    Example:
+        >>> is_loopback_address("http://127.0.0.1:8265"), is_loopback_address("10.0.0.9:6379")
+        (True, False)
+    """
+    if not address:
+        return False
     host = urlsplit(address if "://" in address else f"ray://{address}").hostname or ""
     return host in {"127.0.0.1", "localhost", "::1"}
 
@@ -331,7 +340,7 @@ def local_storage_warning(storage_uri: str, address: str | None) -> str | None:
     """
     if address is None or "://" in storage_uri and not storage_uri.startswith("file://"):
         return None
-    if _is_loopback(address):
+    if is_loopback_address(address):
         return (
             f"storage {storage_uri!r} is a local folder: fine for a cluster whose nodes all run "
             "on this machine, but on a cloud or Kubernetes cluster each machine would keep its "

@@ -38,6 +38,7 @@ __all__ = [
     "MonitorState",
     "decide",
     "decision_path",
+    "decisions_folder",
     "retrain_outcome_path",
     "retrain_submission_id",
     "state_path",
@@ -52,9 +53,14 @@ def state_path(model: str) -> str:
     return f"monitoring/{model}/state.json"
 
 
+def decisions_folder(model: str) -> str:
+    """Where the monitor keeps its per-window decisions (relative to the storage root)."""
+    return f"monitoring/{model}/decisions"
+
+
 def decision_path(model: str, window: int) -> str:
     """Where the monitor keeps one window's decision, with its reasons and column scores."""
-    return f"monitoring/{model}/decisions/window-{window:06d}.json"
+    return f"{decisions_folder(model)}/window-{window:06d}.json"
 
 
 def retrain_outcome_path(model: str, version: str) -> str:

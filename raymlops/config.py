@@ -121,8 +121,19 @@ class ColumnSpec(_Strict):
 
 
 class SplitConfig(_Strict):
-    """A seeded, deterministic train/holdout split (by a hash of the row number)."""
+    """The train/holdout split.
 
+    ``by: row`` (default): seeded and deterministic, by a hash of the row number.
+    ``by: time``: the holdout is the latest ``test_fraction`` of rows by ``time_column`` (a
+    datetime column with ``role: timestamp``; the only one when it is not named), so the model
+    is judged on a period after the one it learned from. The cut is one timestamp: rows at or
+    before it train, rows after it are held out, rows without a time train. The cut comes from
+    per-block quantile sketches (201 points per block), so the holdout share is
+    ``test_fraction`` up to that sketch's error and ties at the cut.
+    """
+
+    by: Literal["row", "time"] = "row"
+    time_column: str | None = None
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = 42
 
@@ -243,6 +254,45 @@ class DataConfig(_Strict):
         if not features:
             raise ValueError("no feature columns: at least one column needs role feature")
         return self
+
+    @model_validator(mode="after")
+    def _time_split_has_a_column(self) -> DataConfig:
+        if self.split.by != "time":
+            if self.split.time_column is not None:
+                raise ValueError("split.time_column is set but split.by is 'row': set by: time")
+            return self
+        stamps = [
+            n
+            for n, s in self.columns.items()
+            if s.effective_role == "timestamp" and s.type == "datetime"
+        ]
+        named = self.split.time_column
+        if named is not None and named not in stamps:
+            raise ValueError(
+                f"split.time_column {named!r} is not a datetime column with role timestamp; "
+                f"those are: {stamps or 'none'}"
+            )
+        if named is None and len(stamps) != 1:
+            raise ValueError(
+                "split.by is 'time' but "
+                + ("no column is" if not stamps else f"{len(stamps)} columns are")
+                + " a datetime with role timestamp: "
+                + ("add one (type: datetime, role: timestamp)" if not stamps
+                   else f"name one in split.time_column ({', '.join(stamps)})")
+            )
+        return self
+
+    @property
+    def split_time_column(self) -> str | None:
+        """The column a ``by: time`` split cuts on (None for ``by: row``)."""
+        if self.split.by != "time":
+            return None
+        if self.split.time_column is not None:
+            return self.split.time_column
+        return next(
+            n for n, s in self.columns.items()
+            if s.effective_role == "timestamp" and s.type == "datetime"
+        )
 
 
 class SearchConfig(_Strict):

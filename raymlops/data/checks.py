@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from raymlops.config import DataChecksConfig
-from raymlops.data.split import holdout_mask
 from raymlops.features.pipeline import ColumnStats, numeric_view
 from raymlops.schema import Schema
 
@@ -49,6 +48,7 @@ __all__ = [
     "check_labels",
     "check_leakage",
     "check_overlap",
+    "check_time_ranges",
     "check_time_split",
     "digest_block",
     "id_findings",
@@ -127,19 +127,19 @@ def _hash_rows(frame: pd.DataFrame) -> np.ndarray:
 
 
 def digest_block(
-    typed: pd.DataFrame, schema: Schema, *, row_offset: int, test_fraction: float, seed: int
+    typed: pd.DataFrame, schema: Schema, *, row_offset: int, holdout: np.ndarray
 ) -> pd.DataFrame:
     """Per-row hashes of a validated block, with its 1-based row numbers and split side.
 
     ``row_offset`` is the number of rows before this block (as for
-    :func:`~raymlops.data.validation.validate_frame`), so the side is the one
-    :func:`~raymlops.data.split.holdout_mask` gives the row in the training split.
+    :func:`~raymlops.data.validation.validate_frame`); ``holdout`` is the block's side of the
+    training split (True: held out), e.g. :func:`~raymlops.data.split.holdout_mask`.
     """
     row_ids = np.arange(row_offset, row_offset + len(typed), dtype=np.int64)
     digest = pd.DataFrame(
         {
             "row": row_ids + 1,
-            "holdout": holdout_mask(row_ids, fraction=test_fraction, seed=seed),
+            "holdout": np.asarray(holdout, dtype=bool),
             "row_hash": _hash_rows(typed[[c for c in schema.names if c in typed]]),
             "feature_hash": _hash_rows(typed[schema.feature_columns]),
         }
@@ -355,7 +355,8 @@ def check_column_profile(
         message = "has a single value" if constant else "varies"
         out.append(_against("constant", severity, constant, message, column=column))
     if previous is None:
-        return out
+        why = "no previous version's training profile to compare with (no champion)"
+        return [*out, Finding("profile_shift", "skipped", why)]
     rule = rules.profile_shift
     for column, s in stats.items():
         before = previous.get(column)
@@ -524,20 +525,48 @@ def check_labels(
 
 def check_time_split(
     column: str,
-    train_range: tuple[Any, Any] | None,
-    holdout_range: tuple[Any, Any] | None,
+    train_range: tuple[int, int] | None,
+    holdout_range: tuple[int, int] | None,
     rules: DataChecksConfig,
 ) -> list[Finding]:
-    """For a time-based split, the training range must end before the holdout begins."""
+    """For a time-based split, every timestamp column's training range (ns since the epoch)
+    must end before its holdout range begins: a later time in training is the future leaking
+    into what the model learned from."""
     if train_range is None or holdout_range is None:
         return [Finding("time_split", "skipped", "one side of the split has no timestamps", column)]
     overlap = train_range[1] >= holdout_range[0]
+    end, start = _when(train_range[1]), _when(holdout_range[0])
     message = (
-        f"training runs to {train_range[1]}, the holdout starts at {holdout_range[0]}"
+        f"training runs to {end}, after the holdout starts at {start}"
         if overlap
-        else f"training ends {train_range[1]} before the holdout starts {holdout_range[0]}"
+        else f"training ends {end}, before the holdout starts {start}"
     )
     return [_against("time_split", rules.leakage.severity, overlap, message, column=column)]
+
+
+def _when(ns: int) -> str:
+    return pd.Timestamp(ns, tz="UTC").isoformat()
+
+
+def check_time_ranges(
+    ranges: Mapping[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] | None,
+    schema: Schema,
+    rules: DataChecksConfig,
+) -> list[Finding]:
+    """:func:`check_time_split` for each timestamp column of a ``by: time`` split; for a row
+    split, one skipped entry that says why."""
+    if ranges is None:
+        stamps = [c for c in schema.input_columns if schema.columns[c].effective_role == "timestamp"]
+        why = (
+            "the split is by row (data.split.by: row): set by: time to hold out the latest rows"
+            if stamps
+            else "no timestamp column to split on"
+        )
+        return [Finding("time_split", "skipped", why)]
+    out: list[Finding] = []
+    for column, (train_range, holdout_range) in ranges.items():
+        out += check_time_split(column, train_range, holdout_range, rules)
+    return out
 
 
 # -- all together -------------------------------------------------------------------------------
@@ -553,6 +582,8 @@ class CheckInputs:
     class_counts: Mapping[Any, int] | None = None
     target_stats: ColumnStats | None = None
     previous_stats: Mapping[str, ColumnStats] | None = None
+    #: a ``by: time`` split's timestamp ranges per column (train, holdout); None for a row split
+    time_ranges: Mapping[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] | None = None
 
 
 def run_checks(inputs: CheckInputs, schema: Schema, rules: DataChecksConfig) -> ChecksReport:
@@ -562,5 +593,6 @@ def run_checks(inputs: CheckInputs, schema: Schema, rules: DataChecksConfig) -> 
     findings += check_column_profile(inputs.stats, rules, inputs.previous_stats)
     findings += check_leakage(inputs.sample, schema, rules)
     findings += check_labels(inputs.class_counts, inputs.target_stats, schema, rules)
+    findings += check_time_ranges(inputs.time_ranges, schema, rules)
     enabled = [f for f in findings if rules.severity_of(f.check) != "off"]
     return ChecksReport(tuple(enabled), inputs.overlap.rows)

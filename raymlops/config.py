@@ -151,11 +151,11 @@ class DuplicatesRule(_Strict):
 class SplitOverlapRule(_Strict):
     """Holdout rows whose feature values equal a training row's, above a share of the holdout.
 
-    ``warn`` by default: when every feature is discrete (a few categories, small ints), equal
-    feature rows on both sides are the nature of the data, not a leak. ``block`` suits
-    continuous features, where equal rows mean copies."""
+    Skipped (with the reason) when every feature is discrete (a few categories, small ints):
+    there equal feature rows on both sides are the nature of the data, not a leak. With a
+    float feature, equal rows mean copies."""
 
-    severity: CheckSeverity = "warn"
+    severity: CheckSeverity = "block"
     max_share: float = Field(default=0.01, ge=0.0, le=1.0)
 
 

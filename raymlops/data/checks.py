@@ -142,6 +142,8 @@ def digest_block(
             "holdout": np.asarray(holdout, dtype=bool),
             "row_hash": _hash_rows(typed[[c for c in schema.names if c in typed]]),
             "feature_hash": _hash_rows(typed[schema.feature_columns]),
+            # a row with a float value: equal features then mean a copy, not a common pattern
+            "continuous": _has_float_value(typed, schema),
         }
     )
     for column in _id_columns(schema):
@@ -151,6 +153,13 @@ def digest_block(
             # a missing id is no id: it cannot leak, so it never matches another row
             digest[f"id:{column}"] = np.where(values.isna().to_numpy(), np.uint64(0), hashes)
     return digest
+
+
+def _has_float_value(typed: pd.DataFrame, schema: Schema) -> np.ndarray:
+    floats = [c for c in schema.feature_columns if schema.columns[c].type == "float" and c in typed]
+    if not floats:
+        return np.zeros(len(typed), dtype=bool)
+    return typed[floats].notna().any(axis=1).to_numpy(dtype=bool)
 
 
 def _id_columns(schema: Schema) -> list[str]:
@@ -238,7 +247,9 @@ def row_findings(digest: pd.DataFrame) -> OverlapFindings:
     repeated = pd.Series(ordered["row_hash"].to_numpy(dtype=np.uint64)).duplicated().to_numpy()
     rows = ordered["row"].to_numpy(dtype=np.int64)
     found.duplicates.add(int(repeated.sum()), rows[repeated][:MAX_ROWS])
-    found.cross_split = _both_sides(ordered, "feature_hash")
+    # only rows with a float value count: equal discrete rows are the nature of such data
+    continuous = ordered["continuous"].to_numpy(dtype=bool)
+    found.cross_split = _both_sides(ordered[continuous], "feature_hash")
     return found
 
 
@@ -267,8 +278,16 @@ def _both_sides(digest: pd.DataFrame, key: str) -> _Overlap:
     return found
 
 
-def check_overlap(found: OverlapFindings, rules: DataChecksConfig) -> list[Finding]:
-    """Duplicates, feature rows on both sides of the split, ids on both sides."""
+def check_overlap(
+    found: OverlapFindings, rules: DataChecksConfig, *, continuous: bool = True
+) -> list[Finding]:
+    """Duplicates, feature rows on both sides of the split, ids on both sides.
+
+    ``continuous``: some feature is a float. When every feature is discrete (int, bool,
+    category) equal feature rows on both sides are what such data looks like, not copies, so
+    the split-overlap check is recorded as skipped with that reason (duplicates and ids are
+    still checked). For the same reason, rows whose float features are all null never count
+    (:func:`row_findings`)."""
     out: list[Finding] = []
     rows = max(found.rows, 1)
     holdout = max(found.rows - found.train_rows, 1)
@@ -287,18 +306,25 @@ def check_overlap(found: OverlapFindings, rules: DataChecksConfig) -> list[Findi
     )
     rule = rules.split_overlap
     share = found.cross_split.count / holdout
-    out.append(
-        _against(
-            "split_overlap",
-            rule.severity,
-            share > rule.max_share,
-            f"{found.cross_split.count} holdout rows ({share:.2%} of the holdout) have the same "
-            "feature values as a training row",
-            value=share,
-            threshold=rule.max_share,
-            rows=found.cross_split.rows,
+    if not continuous:
+        why = (
+            "every feature is discrete (int, bool, category): equal feature rows on both sides "
+            "of the split are the nature of such data, not copies"
         )
-    )
+        out.append(Finding("split_overlap", "skipped", why))
+    else:
+        out.append(
+            _against(
+                "split_overlap",
+                rule.severity,
+                share > rule.max_share,
+                f"{found.cross_split.count} holdout rows ({share:.2%} of the holdout) have the "
+                "same feature values as a training row",
+                value=share,
+                threshold=rule.max_share,
+                rows=found.cross_split.rows,
+            )
+        )
     rule = rules.id_overlap
     for column, leaked in found.ids.items():
         share = leaked.count / holdout
@@ -589,7 +615,8 @@ class CheckInputs:
 def run_checks(inputs: CheckInputs, schema: Schema, rules: DataChecksConfig) -> ChecksReport:
     """Every enabled check over ``inputs``; checks whose severity is ``off`` are left out."""
     findings: list[Finding] = []
-    findings += check_overlap(inputs.overlap, rules)
+    continuous = any(schema.columns[c].type == "float" for c in schema.feature_columns)
+    findings += check_overlap(inputs.overlap, rules, continuous=continuous)
     findings += check_column_profile(inputs.stats, rules, inputs.previous_stats)
     findings += check_leakage(inputs.sample, schema, rules)
     findings += check_labels(inputs.class_counts, inputs.target_stats, schema, rules)

@@ -100,7 +100,8 @@ def test_exact_duplicates_are_counted_with_their_first_row_numbers() -> None:
 
 def test_feature_rows_on_both_sides_of_the_split_are_found() -> None:
     """Copies of training rows (new ids, same features) landing in the holdout inflate the
-    holdout metric: above 1% of the holdout they warn by default, and block when asked."""
+    holdout metric: above 1% of the holdout they block by default, and warn when asked; with
+    only discrete features the check says why it skips."""
     raw = frame(400)
     digest = digests(typed(raw), row_offset=0, fraction=0.3, seed=7)
     train_rows = digest.loc[~digest["holdout"], "row"].to_numpy()[:60] - 1
@@ -108,10 +109,18 @@ def test_feature_rows_on_both_sides_of_the_split_are_found() -> None:
     both = pd.concat([raw, copies], ignore_index=True)
     found = findings_of(both)
     [overlap] = by_check(check_overlap(found, RULES), "split_overlap")
-    assert overlap.severity == "warn", overlap.line()
-    strict = DataChecksConfig.model_validate({"split_overlap": {"severity": "block"}})
-    [blocked] = by_check(check_overlap(found, strict), "split_overlap")
-    assert blocked.severity == "block"
+    assert overlap.severity == "block", overlap.line()
+    lenient = DataChecksConfig.model_validate({"split_overlap": {"severity": "warn"}})
+    [warned] = by_check(check_overlap(found, lenient), "split_overlap")
+    assert warned.severity == "warn"
+    [discrete] = by_check(check_overlap(found, RULES, continuous=False), "split_overlap")
+    assert discrete.severity == "skipped"
+    assert "every feature is discrete" in discrete.message
+    # rows without any float value (all floats null) never count: a common pattern, not copies
+    marked = digests(typed(both), row_offset=0, fraction=0.3, seed=7)
+    assert marked["continuous"].all()
+    marked.loc[marked["row"] > 400, "continuous"] = False
+    assert overlap_findings(marked).cross_split.count == 0
     assert overlap.value is not None
     assert overlap.value > 0.01
     # the rows named are holdout rows whose features repeat a training row's

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import socket
 import sys
 from collections.abc import Callable
@@ -138,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         run: Callable = module.run
         machine = machine_info()  # before the run: the load average says how busy it was
+        # a suite that keeps files of its own (the loop's demo project) takes --out too
+        extra = {"out": args.out} if "out" in inspect.signature(run).parameters else {}
         try:
-            result = run(mode, address=args.address)
+            result = run(mode, address=args.address, **extra)
         except UsageError as exc:
             print(f"error: {suite}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -770,6 +770,10 @@ def retrain_command(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("./demo"),
     address: AddressOpt = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the stage times and outcome here (the loop benchmark)."),
+    ] = None,
 ) -> None:
     """The whole loop on generated churn data: train -> serve -> drift -> retrain job -> swap."""
     from raymlops.demo import run_demo
@@ -793,7 +797,18 @@ def demo(
             err.print(f"[dim]{escape(text)}[/]")
 
     result = run_demo(workdir, address=address, events=show, stage_log=_stage_printer())
-    out.print(_demo_summary(result, time.perf_counter() - started))
+    seconds = time.perf_counter() - started
+    if json_out is not None:
+        outcome = {
+            "seconds": seconds,
+            "stages": result.stages,
+            "champion_before": result.champion_before,
+            "served_version": result.served_version,
+            "windows": len(result.decisions),
+            "retrain_jobs": len(result.jobs),
+        }
+        json_out.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
+    out.print(_demo_summary(result, seconds))
 
 
 def _demo_summary(result: Any, seconds: float) -> Panel:

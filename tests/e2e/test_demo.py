@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-RAYMLOPS = shutil.which("raymlops", path=str(Path(sys.executable).parent)) or "raymlops"
-STAGES = [
-    "train the champion",
-    "serve it, with the drift monitor",
-    "normal traffic",
-    "drifted traffic",
-    "retrain job, gate, promotion",
-    "serving swaps to the new version",
-]
+from benchmarks.loop import STAGES  # the demo's stages, in order
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ __all__ = [
     "config_hash",
     "format_validation_error",
     "load_config",
+    "read_yaml",
 ]
 
 ColumnType = Literal["float", "int", "bool", "category", "datetime", "string"]
@@ -544,6 +545,22 @@ def config_hash(config: ProjectConfig) -> str:
 STORAGE_ENV = "RAYMLOPS_STORAGE"
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, read safely and without anchors or aliases.
+
+    Raises:
+        ConfigError: not valid YAML, or it holds an anchor or alias (the message says where).
+    """
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except _YamlAliasError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Read and validate a project config; local paths in it are resolved against its folder.
 
@@ -558,14 +575,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     if not config_path.is_file():
         hint = "create one with `raymlops init DIR`" if not config_path.exists() else "not a file"
         raise ConfigError(f"config file not found: {config_path} ({hint})")
-    try:
-        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except _YamlAliasError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"{config_path}: not valid YAML{line}: {exc}") from None
+    raw = read_yaml(config_path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping of keys (name, data, training, ...)")
     try:

@@ -43,6 +43,7 @@ __all__ = [
     "DataConfig",
     "GateConfig",
     "MonitoringConfig",
+    "PredictionLogConfig",
     "ProjectConfig",
     "ServingConfig",
     "TrainingConfig",
@@ -377,6 +378,15 @@ class PredictionLogConfig(_Strict):
     flush_s: float = Field(default=5.0, gt=0)
     max_queue_rows: int = Field(
         default=100_000, ge=1, description="rows past this are dropped and counted"
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="delete the log's date=YYYY-MM-DD partitions older than this (null: keep all)",
+    )
+    log_ids: bool = Field(
+        default=True,
+        description="log the schema's id columns (role: id); false leaves them out of the log",
     )
 
 

@@ -68,6 +68,9 @@ CLASSIFICATION_METRICS: dict[str, bool] = {
 REGRESSION_METRICS: dict[str, bool] = {"rmse": False, "mae": False, "r2": True}
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: what an API key may do: ``predict`` (the predict route), ``read`` (status, docs, schema)
+ApiRole = Literal["predict", "read"]
 
 
 class _Strict(BaseModel):
@@ -408,9 +411,34 @@ class ServingConfig(_Strict):
     reload_poll_s: float = Field(
         default=2.0, gt=0, description="how often replicas check the alias for a new version"
     )
-    api_key_env: str | None = "RAYMLOPS_API_KEY"
+    api_key_env: str | None = Field(
+        default="RAYMLOPS_API_KEY",
+        description="the variable holding the key with every role (predict and read)",
+    )
+    api_keys: dict[str, list[ApiRole]] = Field(
+        default_factory=dict,
+        description=(
+            "more keys: the variable holding each key -> its roles, `predict` (the predict "
+            "route) and `read` (model status, /docs, /openapi.json)"
+        ),
+    )
     canary: CanaryConfig = CanaryConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for env, roles in value.items():
+            if not _ENV_NAME.fullmatch(env):
+                raise ValueError(
+                    f"{env!r} is not an environment variable name (letters, digits and _, not "
+                    "starting with a digit): name the variable holding the key, not the key"
+                )
+            if not roles or len(set(roles)) != len(roles):
+                raise ValueError(
+                    f"{env}: list its roles once each, at least one of predict, read"
+                )
+        return value
 
 
 class MonitoringConfig(_Strict):

@@ -219,13 +219,15 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 @dataclass(frozen=True)
 class LogStats:
     """Counts of the log: rows offered, handed to the sinks, dropped on a full queue, waiting;
-    and rows a sink gave up after its retries (``sink_dropped_rows``)."""
+    rows a sink gave up after its retries (``sink_dropped_rows``), and rows the Parquet sink
+    has on storage (``stored_rows``: the others wait in its buffer)."""
 
     offered_rows: int
     written_rows: int
     dropped_rows: int
     queued_rows: int
     sink_dropped_rows: int = 0
+    stored_rows: int = 0
 
 
 class PredictionLog:
@@ -287,9 +289,10 @@ class PredictionLog:
 
     def stats(self) -> LogStats:
         sink_dropped = sum(getattr(sink, "dropped_rows", 0) for sink in self.sinks)
+        stored = sum(s.written_rows for s in self.sinks if isinstance(s, ParquetSink))
         with self._lock:
             return LogStats(
-                self._offered, self._written, self._dropped, self._queued, sink_dropped
+                self._offered, self._written, self._dropped, self._queued, sink_dropped, stored
             )
 
     def close(self, timeout_s: float = 10.0) -> LogStats:

@@ -33,6 +33,7 @@ def test_batches_become_parquet_files_with_inputs_predictions_and_ids(tmp_path: 
         assert log.offer(batch(4))
     stats = log.close()
     assert (stats.offered_rows, stats.written_rows, stats.dropped_rows) == (12, 12, 0)
+    assert stats.stored_rows == 12, "the Parquet sink's own count of rows on storage"
     files = sorted((tmp_path / "predictions" / "churn").rglob("*.parquet"))
     assert files, "files are written under predictions/<name>/date=.../"
     assert all(f.parent.name.startswith("date=") for f in files)

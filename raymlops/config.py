@@ -430,9 +430,9 @@ class ServingConfig(_Strict):
     def _key_variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for env, roles in value.items():
             if not _ENV_NAME.fullmatch(env):
-                raise ValueError(
-                    f"{env!r} is not an environment variable name (letters, digits and _, not "
-                    "starting with a digit): name the variable holding the key, not the key"
+                raise ValueError(  # not echoed: it may be the key itself, pasted here
+                    "a name is not an environment variable name (letters, digits and _, not "
+                    "starting with a digit): name the variable holding each key, never the key"
                 )
             if not roles or len(set(roles)) != len(roles):
                 raise ValueError(

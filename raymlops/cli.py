@@ -548,7 +548,7 @@ def serve_command(
         )
         lines = [
             f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
-            f"  docs      {url}/docs",
+            f"  docs      {url}/docs" + ("  (with the key)" if api_key else ""),
             f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
             f"  key       {key}",
         ]

@@ -110,8 +110,12 @@ def _batch_sizes(app: str) -> tuple[float, float]:
 
     import ray
 
-    port = ray._private.worker.global_worker.node.metrics_export_port
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    text = "\n".join(
+        httpx.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics",
+                  timeout=10).text
+        for node in ray.nodes()
+        if node["Alive"]
+    )
     batches = single = 0.0
     for line in text.splitlines():
         if not line.startswith("ray_serve_actual_batch_size_"):

@@ -68,6 +68,13 @@ AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)."),
 ]
+AllowSchemaChangeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-schema-change",
+        help="Move the alias to a version whose input columns differ; then deploy serving again.",
+    ),
+]
 
 
 def _load(config: Path):  # type: ignore[no-untyped-def]
@@ -426,6 +433,7 @@ def registry_promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual promotion",
     address: AddressOpt = None,
+    allow_schema_change: AllowSchemaChangeOpt = False,
 ) -> None:
     """Point an alias (champion by default) at a version that verifies; serving follows.
 
@@ -443,7 +451,9 @@ def registry_promote(
     from raymlops.pipeline import open_registry
 
     registry = open_registry(cfg)
-    event = registry.promote(version, alias=alias, reason=reason)
+    event = registry.promote(
+        version, alias=alias, reason=reason, allow_schema_change=allow_schema_change
+    )
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  "
         f"[dim]({event.actor}; {_push_to_serving(registry.name, address)})[/]"
@@ -456,10 +466,13 @@ def registry_rollback(
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback",
     address: AddressOpt = None,
+    allow_schema_change: AllowSchemaChangeOpt = False,
 ) -> None:
     """Point an alias back at the version it had before; serving follows, as after promote."""
     registry = _registry(config)
-    event = registry.rollback(alias=alias, reason=reason)
+    event = registry.rollback(
+        alias=alias, reason=reason, allow_schema_change=allow_schema_change
+    )
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)  "
         f"[dim]({_push_to_serving(registry.name, address)})[/]"
@@ -535,7 +548,7 @@ def serve_command(
         )
         lines = [
             f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
-            f"  docs      {url}/docs",
+            f"  docs      {url}/docs" + ("  (with the key)" if api_key else ""),
             f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
             f"  key       {key}",
         ]

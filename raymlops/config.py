@@ -43,12 +43,14 @@ __all__ = [
     "DataConfig",
     "GateConfig",
     "MonitoringConfig",
+    "PredictionLogConfig",
     "ProjectConfig",
     "ServingConfig",
     "TrainingConfig",
     "config_hash",
     "format_validation_error",
     "load_config",
+    "read_yaml",
 ]
 
 ColumnType = Literal["float", "int", "bool", "category", "datetime", "string"]
@@ -66,6 +68,9 @@ CLASSIFICATION_METRICS: dict[str, bool] = {
 REGRESSION_METRICS: dict[str, bool] = {"rmse": False, "mae": False, "r2": True}
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: what an API key may do: ``predict`` (the predict route), ``read`` (status, docs, schema)
+ApiRole = Literal["predict", "read"]
 
 
 class _Strict(BaseModel):
@@ -427,6 +432,15 @@ class PredictionLogConfig(_Strict):
     max_queue_rows: int = Field(
         default=100_000, ge=1, description="rows past this are dropped and counted"
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="delete the log's date=YYYY-MM-DD partitions older than this (null: keep all)",
+    )
+    log_ids: bool = Field(
+        default=True,
+        description="log the schema's id columns (role: id); false leaves them out of the log",
+    )
 
 
 class ServingConfig(_Strict):
@@ -447,9 +461,34 @@ class ServingConfig(_Strict):
     reload_poll_s: float = Field(
         default=2.0, gt=0, description="how often replicas check the alias for a new version"
     )
-    api_key_env: str | None = "RAYMLOPS_API_KEY"
+    api_key_env: str | None = Field(
+        default="RAYMLOPS_API_KEY",
+        description="the variable holding the key with every role (predict and read)",
+    )
+    api_keys: dict[str, list[ApiRole]] = Field(
+        default_factory=dict,
+        description=(
+            "more keys: the variable holding each key -> its roles, `predict` (the predict "
+            "route) and `read` (model status, /docs, /openapi.json)"
+        ),
+    )
     canary: CanaryConfig = CanaryConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for env, roles in value.items():
+            if not _ENV_NAME.fullmatch(env):
+                raise ValueError(  # not echoed: it may be the key itself, pasted here
+                    "a name is not an environment variable name (letters, digits and _, not "
+                    "starting with a digit): name the variable holding each key, never the key"
+                )
+            if not roles or len(set(roles)) != len(roles):
+                raise ValueError(
+                    f"{env}: list its roles once each, at least one of predict, read"
+                )
+        return value
 
 
 class MonitoringConfig(_Strict):
@@ -594,6 +633,22 @@ def config_hash(config: ProjectConfig) -> str:
 STORAGE_ENV = "RAYMLOPS_STORAGE"
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, read safely and without anchors or aliases.
+
+    Raises:
+        ConfigError: not valid YAML, or it holds an anchor or alias (the message says where).
+    """
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except _YamlAliasError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Read and validate a project config; local paths in it are resolved against its folder.
 
@@ -608,14 +663,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     if not config_path.is_file():
         hint = "create one with `raymlops init DIR`" if not config_path.exists() else "not a file"
         raise ConfigError(f"config file not found: {config_path} ({hint})")
-    try:
-        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except _YamlAliasError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"{config_path}: not valid YAML{line}: {exc}") from None
+    raw = read_yaml(config_path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping of keys (name, data, training, ...)")
     try:

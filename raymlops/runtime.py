@@ -24,6 +24,7 @@ __all__ = [
     "connected_jobs_address",
     "ensure_ray",
     "loopback_ray",
+    "metrics_urls",
     "private_token_env",
     "refuse_haproxy",
 ]
@@ -83,6 +84,22 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+
+
+def metrics_urls() -> list[str]:
+    """Where Prometheus scrapes the connected cluster: each live node's metrics exporter.
+
+    Ray exports every metric of the node's processes there, raymlops's own under ``ray_raymlops_``
+    (requests, latency, rows predicted, ``ray_raymlops_degraded``) and Serve's under
+    ``ray_serve_``. A local Ray started by raymlops binds it to 127.0.0.1.
+    """
+    import ray
+
+    return [
+        f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("MetricsExportPort")
+    ]
 
 
 def connected_jobs_address() -> str:

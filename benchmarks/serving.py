@@ -18,7 +18,9 @@ shows the median over the pairs. The model deployment's running replicas are sam
 
 Serve's ingress modes are environment variables read when Ray starts, so each preset runs in a
 child process with a Ray of its own: ``default`` (what raymlops starts: throughput-optimized,
-direct ingress off), ``direct-ingress`` (throughput-optimized with direct ingress),
+direct ingress off, the proxy reaching replicas over gRPC), ``proxy-actor-calls`` (the default
+with the proxy on Ray actor calls, as Ray 2.60 leaves it),
+``direct-ingress`` (throughput-optimized with direct ingress),
 ``haproxy`` (throughput-optimized with ``RAY_SERVE_ENABLE_HA_PROXY=1``) and ``ray-defaults``.
 """
 
@@ -54,6 +56,9 @@ CELLS = ((1, 1), (16, 1), (4, 100))  # (connections, rows per request)
 _TO = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 PRESETS: dict[str, dict[str, str]] = {
     "default": dict(LOCAL_RAY_ENV),  # what a local Ray started by raymlops runs with
+    # the default before it set RAY_SERVE_PROXY_USE_GRPC: Ray 2.60 decides the proxy's transport
+    # before its throughput mode turns gRPC on, so the proxy stays on actor calls unless asked
+    "proxy-actor-calls": {**LOCAL_RAY_ENV, "RAY_SERVE_PROXY_USE_GRPC": "0"},
     "direct-ingress": {**_TO, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
     "haproxy": {**_TO, "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "ray-defaults": {},
@@ -64,6 +69,7 @@ PLANS = {
     "standard": [
         ("float30", "default"),
         ("churn", "default"),
+        ("float30", "proxy-actor-calls"),
         ("float30", "direct-ingress"),
         ("float30", "haproxy"),
     ],  # fmt: skip

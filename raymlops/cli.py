@@ -517,7 +517,7 @@ def serve_command(
 ) -> None:
     """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it), watched for drift."""
     cfg = _load(config)
-    from raymlops.runtime import ensure_ray
+    from raymlops.runtime import ensure_ray, metrics_urls
     from raymlops.serving.app import build_application, resolve_api_key
 
     api_key = resolve_api_key(cfg)
@@ -551,6 +551,7 @@ def serve_command(
             f"  docs      {url}/docs" + ("  (with the key)" if api_key else ""),
             f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
             f"  key       {key}",
+            *(f"  metrics   {m}  (Prometheus: ray_raymlops_*, ray_serve_*)" for m in metrics_urls()),
         ]
         if monitor:
             lines.append(

@@ -399,6 +399,27 @@ class AutoscalingConfig(_Strict):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=2, ge=1)
     target_ongoing_requests: float = Field(default=8.0, gt=0)
+    upscale_delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="how long the load must stay above target before a replica is added "
+        "(unset: Serve's default, 30 s)",
+    )
+    downscale_delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="how long the load must stay below target before a replica is removed "
+        "(unset: Serve's default, 600 s)",
+    )
+    look_back_period_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="the window the ongoing requests are averaged over (unset: Serve's, 30 s)",
+    )
+
+    def serve_options(self) -> dict[str, float | int]:
+        """Ray Serve's ``autoscaling_config``: the fields set here (Serve's defaults for the rest)."""
+        return self.model_dump(exclude_none=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscalingConfig:
@@ -450,7 +471,12 @@ class ServingConfig(_Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     max_batch_size: int = Field(default=64, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    batch_wait_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="how long a batch waits for more requests after its first; 0: it takes "
+        "the requests already queued and never holds a lone one (they queue while a batch runs)",
+    )
     max_ongoing_requests: int = Field(default=32, ge=1)
     replica_cpus: float = Field(
         default=0.5, gt=0, description="CPUs reserved per model replica (the ingress takes 0.25)"

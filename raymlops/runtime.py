@@ -24,6 +24,7 @@ __all__ = [
     "connected_jobs_address",
     "ensure_ray",
     "loopback_ray",
+    "metrics_urls",
     "private_token_env",
     "refuse_haproxy",
 ]
@@ -35,11 +36,18 @@ LOCAL_HOST = "127.0.0.1"
 
 #: set for a local Ray that raymlops starts, unless already set: Serve's high-throughput mode
 #: (Ray 2.56+: user code on the replica's event loop, gRPC between deployments), without its
-#: direct ingress, which raymlops does not use (requests come through Serve's proxy) and which
-#: holds every ingress replica 30 s when it stops. Measured here with benchmarks/serving.py at 16
-#: connections: 1.22x plain uvicorn rows/s on 100-row requests and 1.16x on single rows, against
-#: 0.92-0.98x without it; no port is added. On a cluster, set these in the nodes' environment.
-LOCAL_RAY_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+#: direct ingress, which raymlops does not use (requests come through Serve's proxy; direct
+#: ingress only adds a port per replica, which no client is told about) and which holds every
+#: ingress replica 30 s when it stops. ``RAY_SERVE_PROXY_USE_GRPC``: the proxy reaches replicas
+#: over gRPC too (Ray 2.60 decides this before its throughput mode turns gRPC on, so without it
+#: the proxy stays on actor calls). Measured with benchmarks/serving.py (loaded 2-core machine,
+#: 3 pairs): single-row p50 at c1 7.7 ms against 17.6 ms on actor calls, no port added. On a
+#: cluster, set these in the nodes' environment.
+LOCAL_RAY_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_PROXY_USE_GRPC": "1",
+}
 
 
 def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = False) -> None:
@@ -83,6 +91,22 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+
+
+def metrics_urls() -> list[str]:
+    """Where Prometheus scrapes the connected cluster: each live node's metrics exporter.
+
+    Ray exports every metric of the node's processes there, raymlops's own under ``ray_raymlops_``
+    (requests, latency, rows predicted, ``ray_raymlops_degraded``) and Serve's under
+    ``ray_serve_``. A local Ray started by raymlops binds it to 127.0.0.1.
+    """
+    import ray
+
+    return [
+        f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        for node in ray.nodes()
+        if node.get("Alive") and node.get("MetricsExportPort")
+    ]
 
 
 def connected_jobs_address() -> str:

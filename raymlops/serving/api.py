@@ -9,7 +9,7 @@ Routes::
 
     POST /v1/models/{name}:predict   {"instances": [{...}, ...]}
          -> {"predictions": [...], "probabilities": [[...]], "classes": [...], "model_version": "v3"}
-    GET  /v1/models/{name}           -> {"name", "ready", "model_version", "canary"}
+    GET  /v1/models/{name}           -> {"name", "ready", "model_version", "canary", "degraded"}
     GET  /healthz                    alive
     GET  /readyz                     a model is loaded (503 otherwise)
     GET  /docs, /redoc, /openapi.json   the request model from the schema
@@ -681,6 +681,8 @@ def create_app(
             "ready": bool(status.get("ready")),
             "model_version": status.get("model_version"),
             "canary": canary,
+            # why this replica serves another version than the alias names (None: it does not)
+            "degraded": status.get("degraded"),
         }
         if status.get("prediction_log") is not None:  # the counts of the replica that answered
             answer["prediction_log"] = status["prediction_log"]

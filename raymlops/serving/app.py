@@ -1,15 +1,19 @@
-"""The Ray Serve application: the FastAPI ingress and a batching model deployment.
+"""The Ray Serve application: one deployment that is the FastAPI ingress and holds the model.
 
 ::
 
-    HTTP ─► Ingress (FastAPI app of raymlops.serving.api) ─► ModelDeployment (@serve.batch)
-                                                                 └─ Predictor (registry alias,
-                                                                    sha256-verified files)
+    HTTP ─► Serve proxy ─► "model" replica: FastAPI app of raymlops.serving.api
+                              ├─ decode + check (the schema's contract)
+                              ├─ @serve.batch, in process (no handle hop)
+                              └─ Predictor (registry alias, sha256-verified files)
+                           ─► "canary" deployment, through a DeploymentHandle (only with a canary)
 
-The ingress validates requests against the schema and calls the model deployment through a
-``DeploymentHandle``; the model deployment batches requests (``max_batch_size``,
-``batch_wait_timeout_s``), autoscales (``serving.autoscaling``) and answers 503 with
-``Retry-After`` when its queue is full.
+Each replica decodes the request with the schema's contract, batches the checked rows with the
+other requests waiting in the same replica (``max_batch_size``; ``batch_wait_timeout_s``, 0 by
+default: a batch takes what is queued and a lone request never waits), and predicts with the
+version it holds. The deployment autoscales (``serving.autoscaling``), and a replica answers
+503 with ``Retry-After`` when more predictions are in flight than it admits. A canary (or
+shadow) version runs as a second deployment behind a handle.
 
 ``build_app`` is the typed app builder for ``serve run`` / ``serve deploy``::
 
@@ -39,6 +43,8 @@ from raymlops.contract import Columns, RequestRejected
 from raymlops.errors import ConfigError, RegistryError
 from raymlops.predictor import load_predictor, read_reference
 from raymlops.registry import Registry
+from raymlops.registry.bundle import BundleReader
+from raymlops.registry.compat import input_schema_change
 from raymlops.registry.probe import ProbeError, probe_version
 from raymlops.serving.api import (
     AccessRecord,
@@ -50,6 +56,7 @@ from raymlops.serving.api import (
     log_access,
     predict_columns,
 )
+from raymlops.serving.binding import resolve_api_key  # where Serve really binds
 from raymlops.serving.monitor_sink import MonitorSink
 from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
 from raymlops.serving.push import AliasListener
@@ -61,7 +68,16 @@ _GRACEFUL_SHUTDOWN_S = 5.0
 #: a model deployment queues this many times its max_ongoing_requests per caller, then says 503
 _QUEUE_FACTOR = 4
 
-__all__ = ["BuildArgs", "ModelDeployment", "build_app", "build_application", "resolve_api_key"]
+__all__ = [
+    "BuildArgs",
+    "ModelDeployment",
+    "ModelServer",
+    "ReplicaBackend",
+    "admitted_predictions",
+    "build_app",
+    "build_application",
+    "resolve_api_key",
+]
 
 
 class BuildArgs(BaseModel):
@@ -73,25 +89,11 @@ class BuildArgs(BaseModel):
     alias: str = "champion"
 
 
-def resolve_api_key(config: ProjectConfig) -> str | None:
-    """The API key from ``serving.api_key_env``; without one, only loopback may be bound.
-
-    Raises:
-        ConfigError: no key is set and ``serving.host`` is not a loopback address.
-    """
-    env = config.serving.api_key_env
-    key = os.environ.get(env) if env else None
-    if not key and config.serving.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(
-            f"serving.host is {config.serving.host!r} but no API key is set: export "
-            f"{env or 'RAYMLOPS_API_KEY'} (and set serving.api_key_env), or bind 127.0.0.1"
-        )
-    return key or None
-
-
-@serve.deployment(name="model")
-class ModelDeployment:
+class ModelServer:
     """Holds one verified registry version, answers batched predictions, and follows the alias.
+
+    The champion's replicas are this class with the FastAPI app on top (:func:`build_application`);
+    a canary, and a deployment reached only by a handle, is :data:`ModelDeployment`.
 
     Zero-downtime swap: a watcher thread polls the alias every ``reload_poll_s``, and checks at
     once when a promotion is pushed (:mod:`raymlops.serving.push`) or ``reload()`` is called.
@@ -115,21 +117,23 @@ class ModelDeployment:
     ) -> None:
         self._registry = Registry(Storage.from_uri(storage, create=False), name)
         self._fallback = fallback
+        self._alias = alias
+        self._refused: dict[str, str] = {}  # version -> why it cannot be served (immutable)
+        self._degraded: str | None = None
+        self._gauge: Any = None
+        self.predictor = self._load_first_servable()
+        self._set_degraded(self._degraded)
         self._prediction_log: PredictionLog | None = None
         if prediction_log and prediction_log.get("enabled", True):
-            sink = ParquetSink(
+            sink = ParquetSink.from_settings(
                 self._registry.storage,
                 name,
-                flush_rows=prediction_log["flush_rows"],
-                flush_s=prediction_log["flush_s"],
+                prediction_log,
+                id_columns=self.predictor.schema.id_columns,  # left out when log_ids is false
             )
             self._prediction_log = PredictionLog(
                 [sink, MonitorSink(name)], max_queue_rows=prediction_log["max_queue_rows"]
             )
-        self._alias = alias
-        self._refused: dict[str, str] = {}  # version -> why it cannot be served (immutable)
-        self._degraded: str | None = None
-        self.predictor = self._load_first_servable()
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._wake = threading.Event()
@@ -183,7 +187,7 @@ class ModelDeployment:
                     loaded = self._load_checked(version)
                 except Exception:  # noqa: S112 - try the one before
                     continue
-                self._degraded = (
+                self._degraded = (  # the gauge is set once the constructor has a predictor
                     f"{self._alias} is {target}, which cannot be served ({exc}); serving "
                     f"{version}, its previous version in the audit log. Fix: roll back or "
                     "promote a good version"
@@ -195,27 +199,62 @@ class ModelDeployment:
     def _follow_alias(self) -> None:
         try:
             target = self._target()
-            if target == self.predictor.version or target in self._refused:
+            if target == self.predictor.version:
+                if self._degraded is not None:
+                    self._set_degraded(None)  # the alias came back to the version served
+                return
+            if target in self._refused:
                 return  # a refused version stays refused (versions are immutable)
+            change = input_schema_change(
+                self.predictor.schema.to_dict(), BundleReader(self._registry, target).schema()
+            )
+            if change is not None:
+                # this replica's request model is the deployed version's: every request would
+                # be a 422 (or reach a model that cannot read it). The registry refuses such a
+                # move unless told to; then serving must be deployed again.
+                self._refused[target] = (
+                    f"its input schema differs from {self.predictor.version}'s ({change}); "
+                    "deploy serving again to serve it"
+                )
+                raise ProbeError(self._refused[target])
             loaded = self._load_checked(target)  # in a child first, then here, then swapped
         except Exception as exc:  # keep serving the loaded version, whatever went wrong
             if isinstance(exc, ProbeError):
-                self._degraded = (
+                self._set_degraded(
                     f"{self._alias} is {target}, which cannot be served ({exc}); still serving "
                     f"{self.predictor.version}"
                 )
             _log.warning("alias %r: staying on %s: %s", self._alias, self.predictor.version, exc)
             return
         previous, self.predictor = self.predictor.version, loaded
-        self._degraded = None
+        self._set_degraded(None)
         _log.info("alias %r moved: now serving %s (was %s)", self._alias, loaded.version, previous)
+
+    def _set_degraded(self, why: str | None) -> None:
+        """Say whether this replica serves another version than its alias names, in
+        :meth:`status` and as the gauge ``raymlops_degraded`` (1: degraded, 0: not)."""
+        self._degraded = why
+        try:
+            if self._gauge is None:
+                from ray.util import metrics
+
+                self._gauge = metrics.Gauge(
+                    "raymlops_degraded",
+                    "1 while a replica serves another version than its alias names",
+                    tag_keys=("model", "alias"),
+                )
+            tags = {"model": self._registry.name, "alias": self._alias}
+            self._gauge.set(0 if why is None else 1, tags=tags)
+        except Exception:  # observability must never stop a replica
+            _log.debug("cannot set the degraded gauge", exc_info=True)
 
     def reload(self) -> str:
         """Check the alias now (the push after a promotion); returns the version served."""
         self._follow_alias()
         return self.predictor.version
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Stop following the alias and flush the prediction log (the replica is stopping)."""
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
@@ -287,6 +326,7 @@ class ModelDeployment:
         return await self.predict_batch((rows, request_id))
 
     def status(self) -> dict[str, Any]:
+        """Readiness, the version served, the prediction log's counts and ``degraded``."""
         log = self._prediction_log.stats().__dict__ if self._prediction_log is not None else None
         return {
             "ready": True,
@@ -294,6 +334,16 @@ class ModelDeployment:
             "prediction_log": log,
             "degraded": self._degraded,  # the alias names a version this replica refused
         }
+
+
+class _HandleServedModel(ModelServer):
+    def __del__(self) -> None:
+        self.close()
+
+
+#: a model version reached through a ``DeploymentHandle`` (``predict``, ``status``, ``reload``):
+#: the canary, and any caller that is not the HTTP app
+ModelDeployment = serve.deployment(name="model")(_HandleServedModel)
 
 
 class ServeMetrics:
@@ -391,19 +441,54 @@ class HandleBackend:
         return await self.handle.status.remote()
 
 
-def _ingress_capacity(serving: Any) -> int:
-    """Requests one ingress replica holds at once: more than the model replicas run plus queue.
+class ReplicaBackend:
+    """The champion's backend inside a replica: the replica's own batched predictor, no hop.
 
-    Back-pressure has to come from the model deployment's bounded queue, which the ingress turns
-    into 503 + Retry-After. An ingress with fewer slots would leave the excess waiting, unbounded,
-    in Serve's proxy until the request timeout: a hang instead of a quick 503.
+    It admits ``limit`` predictions in flight at once (running or waiting for their batch);
+    one more is refused at once with :class:`ServiceOverloaded` (503 + Retry-After), so an
+    overload is told to come back instead of queueing without bound.
     """
-    per_model = serving.max_ongoing_requests * (serving.autoscaling.max_replicas + _QUEUE_FACTOR)
-    return 2 * per_model
+
+    def __init__(self, server: ModelServer, limit: int) -> None:
+        self.server = server
+        self.limit = limit
+        self.in_flight = 0  # only touched on the replica's event loop
+
+    async def predict(self, records: Columns, request_id: str | None = None) -> PredictOutput:
+        if self.in_flight >= self.limit:
+            raise ServiceOverloaded(f"{self.in_flight} predictions in flight (limit {self.limit})")
+        self.in_flight += 1
+        try:
+            answer = await self.server.predict(records, request_id)
+        finally:
+            self.in_flight -= 1
+        if "error" in answer:
+            raise RequestRejected(answer["status"], answer["error"], answer["details"])
+        return PredictOutput(**answer)
+
+    async def status(self) -> dict[str, Any]:
+        return self.server.status()
+
+
+def admitted_predictions(serving: Any) -> int:
+    """Predictions one replica admits at once: ``max_ongoing_requests`` running in batches plus
+    ``_QUEUE_FACTOR`` times as many waiting; the next one is answered 503 + Retry-After."""
+    return serving.max_ongoing_requests * (1 + _QUEUE_FACTOR)
+
+
+def _replica_capacity(serving: Any) -> int:
+    """Requests Serve hands one replica at once: twice what it admits to predict.
+
+    The 503 comes from the replica (:class:`ReplicaBackend`), which answers it at once. With no
+    more slots than it admits, the excess would wait in Serve's proxy until a slot frees: a slow
+    answer instead of a quick 503, and no room for health and status requests.
+    """
+    return 2 * admitted_predictions(serving)
 
 
 def build_application(config: ProjectConfig, *, alias: str = "champion") -> serve.Application:
-    """The Serve application of ``config``: ingress + model deployment, bound and ready to run."""
+    """The Serve application of ``config``: the model deployment with its FastAPI app (and a
+    canary deployment behind a handle, when one is configured), bound and ready to run."""
     serving = config.serving
     api_key = resolve_api_key(config)
     registry = Registry(Storage.from_uri(config.storage, create=False), config.name)
@@ -415,6 +500,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
     observer = ServeMetrics(config.name)
     key_env, key_required = serving.api_key_env, api_key is not None
+    admitted = admitted_predictions(serving)
 
     def fastapi_app() -> Any:
         # built in the replica, with the key read from the replica's own environment: the
@@ -436,18 +522,36 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
             examples=examples,
         )
 
+    autoscaling = serving.autoscaling.serve_options()
+    model_args = (
+        config.storage,
+        config.name,
+        alias,
+        serving.max_batch_size,
+        serving.batch_wait_timeout_s,
+        serving.reload_poll_s,
+        serving.prediction_log.model_dump(),
+    )
+
     @serve.deployment(
-        name="ingress",
-        max_ongoing_requests=_ingress_capacity(serving),
-        ray_actor_options={"num_cpus": 0.25},
+        name="model",
+        autoscaling_config={
+            **autoscaling,
+            "initial_replicas": max(1, autoscaling["min_replicas"]),
+        },
+        max_ongoing_requests=_replica_capacity(serving),
+        ray_actor_options={"num_cpus": serving.replica_cpus},
         graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
         graceful_shutdown_wait_loop_s=0.5,
     )
     @serve.ingress(fastapi_app)
-    class Ingress:
-        def __init__(self, model: DeploymentHandle, canary: DeploymentHandle | None = None) -> None:
+    class Server(ModelServer):
+        """The HTTP app and the champion in one replica: decode, batch and predict in process."""
+
+        def __init__(self, canary: DeploymentHandle | None = None) -> None:
+            super().__init__(*model_args)
             write_access_log_to_stderr()
-            backend: Any = HandleBackend(model)
+            backend: Any = ReplicaBackend(self, admitted)
             if canary is not None:
                 split = serving.canary
                 backend = SplitBackend(
@@ -455,34 +559,13 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
                 )
             attach_backend(backend_key, backend)
 
-    autoscaling = serving.autoscaling.model_dump()
+        async def __del__(self) -> None:
+            self.close()
+            await super().__del__()  # Serve's ASGI wrapper: the app's lifespan shutdown
 
-    def model_deployment(
-        name: str, ref: str, replicas: dict[str, Any], fallback: str | None = None
-    ) -> Any:
-        return ModelDeployment.options(
-            name=name,
-            autoscaling_config={**replicas, "initial_replicas": max(1, replicas["min_replicas"])},
-            max_ongoing_requests=serving.max_ongoing_requests,
-            max_queued_requests=serving.max_ongoing_requests * _QUEUE_FACTOR,
-            ray_actor_options={"num_cpus": serving.replica_cpus},
-            graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
-            graceful_shutdown_wait_loop_s=0.5,
-        ).bind(
-            config.storage,
-            config.name,
-            ref,
-            serving.max_batch_size,
-            serving.batch_wait_timeout_s,
-            serving.reload_poll_s,
-            serving.prediction_log.model_dump(),
-            fallback,
-        )
-
-    model = model_deployment("model", alias, autoscaling)
     canary = serving.canary
     if canary.version is None:
-        return Ingress.bind(model)
+        return Server.bind()
     if canary.fraction == 0 and not canary.shadow:
         raise ConfigError(
             "serving.canary.version is set but fraction is 0 and shadow is false: set one of them"
@@ -497,7 +580,16 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         "min_replicas": 1,
         "max_replicas": max(1, autoscaling["min_replicas"]),
     }
-    return Ingress.bind(model, model_deployment("canary", canary.version, one_replica, fallback))
+    canary_deployment = ModelDeployment.options(
+        name="canary",
+        autoscaling_config={**one_replica, "initial_replicas": 1},
+        max_ongoing_requests=serving.max_ongoing_requests,
+        max_queued_requests=serving.max_ongoing_requests * _QUEUE_FACTOR,
+        ray_actor_options={"num_cpus": serving.replica_cpus},
+        graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
+        graceful_shutdown_wait_loop_s=0.5,
+    ).bind(*model_args[:2], canary.version, *model_args[3:], fallback)
+    return Server.bind(canary_deployment)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,8 +88,8 @@ def test_serve_with_monitor_listens_on_loopback_only(tmp_path: Path) -> None:
             message="raymlops serve to start",
         )
         assert server.poll() is None, "".join(lines)[-3000:]
-        # a prediction crosses every hop (proxy -> ingress -> model replica over gRPC), so a
-        # server moved to loopback still answers
+        # a prediction crosses every hop (proxy -> model replica over gRPC), so a server moved
+        # to loopback still answers
         rows = make_churn(3, seed=5).drop(columns=["churned"])
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/models/churn:predict",
@@ -97,6 +98,16 @@ def test_serve_with_monitor_listens_on_loopback_only(tmp_path: Path) -> None:
         )
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["predictions"]) == 3
+        # the metrics address it prints is where raymlops's metrics are scraped
+        metrics = re.findall(r"metrics +(http://\S+/metrics)", "".join(lines))
+        assert metrics, "raymlops serve prints its metrics address:\n" + "".join(lines)
+        assert metrics[0].startswith("http://127.0.0.1:"), metrics
+        wait_for_condition(
+            lambda: "ray_raymlops_requests" in httpx.get(metrics[0], timeout=10).text,
+            timeout_s=60,
+            interval_s=1.0,
+            message=f"raymlops's request counter at {metrics[0]}",
+        )
         tree = listeners(process_tree({server.pid}))
         assert len(tree) >= 5, f"too few sockets found to be the whole tree: {tree}"
         open_sockets = _open_to_the_network({server.pid})

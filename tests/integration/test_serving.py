@@ -648,6 +648,27 @@ def test_a_promotion_that_changes_the_request_columns_is_refused_and_serving_kee
     assert refused.status_code == 422, refused.text
     assert "referrals" in refused.text
 
+    # an operator who insists moves the alias anyway; the replica still does not swap (its
+    # request model is the deployed one's) and says why, until serving is deployed again
+    from raymlops.serving.push import push_alias_moved
+
+    registry.promote(reshaped, reason="meant", allow_schema_change=True)
+    assert push_alias_moved("pushed")
+
+    def refusal() -> str | None:
+        return httpx.get(f"{url}/v1/models/pushed", timeout=10).json().get("degraded")
+
+    why = wait_for_condition(refusal, timeout_s=30, message="the replica reports the refusal")
+    assert "input schema differs" in why
+    assert "deploy serving again" in why
+    assert _version_at(url) == champion
+    kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["model_version"] == champion
+    registry.rollback(reason="back to the deployed schema", allow_schema_change=True)
+    assert push_alias_moved("pushed")
+    wait_for_condition(lambda: refusal() is None, timeout_s=30, message="degraded clears")
+
 
 def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, str]) -> None:
     """One replica taking one request at a time, a burst far beyond its queue: the excess is
@@ -738,3 +759,88 @@ def test_a_challenger_canary_serves_the_champion_until_the_alias_exists(
         assert registry.resolve("champion") == champion
     finally:
         serve.delete("challenger")
+
+
+def _running_replicas(app: str, seen: list[tuple[float, dict[str, int]]]) -> int:
+    import time
+
+    from ray import serve
+
+    overview = serve.status().applications[app].deployments["model"]
+    states = {getattr(s, "value", str(s)): n for s, n in overview.replica_states.items()}
+    seen.append((round(time.monotonic(), 1), states))
+    return states.get("RUNNING", 0)
+
+
+def test_sustained_load_scales_out_and_the_replicas_scale_back_in(
+    served: tuple[Path, str],
+) -> None:
+    """Autoscaling works, not only configured: 8 clients that never pause grow the deployment
+    from 1 replica to max_replicas (2) within 40 s, and within 40 s of the load stopping it is
+    back to 1. (Serve's handles report load every 10 s and average it over look_back_period_s,
+    which Serve wants above that: each step takes 10-25 s.)"""
+    import asyncio
+    import threading
+
+    from ray import serve
+
+    from tests.helpers import wait_for_condition
+
+    config_path, url = served
+    config = load_config(config_path)
+    fast = config.serving.autoscaling.model_copy(
+        update={
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 0.5,
+            "downscale_delay_s": 1.0,
+            "look_back_period_s": 11.0,
+        }
+    )
+    scaling = config.model_copy(
+        update={"serving": config.serving.model_copy(update={"autoscaling": fast})}
+    )
+    serve.run(build_application(scaling), name="scaling", route_prefix="/scaling")
+    stop = threading.Event()
+    statuses: list[int] = []
+    seen: list[tuple[float, dict[str, int]]] = []  # (time, replicas by state), for the message
+    instances = _instances(20, seed=81)
+
+    async def clients() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def loop() -> None:
+                while not stop.is_set():
+                    response = await client.post(
+                        f"{url}/scaling/v1/models/churn:predict", json={"instances": instances}
+                    )
+                    statuses.append(response.status_code)
+
+            await asyncio.gather(*(loop() for _ in range(8)))
+
+    load = threading.Thread(target=lambda: asyncio.run(clients()), daemon=True)
+    try:
+        assert _running_replicas("scaling", seen) == 1, "it starts with min_replicas"
+
+        def reaches(replicas: int, message: str) -> None:
+            try:
+                wait_for_condition(
+                    lambda: _running_replicas("scaling", seen) == replicas,
+                    timeout_s=40,
+                    interval_s=0.5,
+                    message=message,
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; replicas by state: {seen[-6:]}") from None
+
+        load.start()
+        reaches(2, "sustained load grows the deployment to max_replicas")
+        stop.set()
+        load.join(timeout=30)
+        reaches(1, "without load the deployment goes back to min_replicas")
+    finally:
+        stop.set()
+        serve.delete("scaling")
+    assert statuses, "the load ran"
+    assert set(statuses) == {200}, f"every request under scaling is answered: {set(statuses)}"

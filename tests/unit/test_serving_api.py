@@ -95,7 +95,9 @@ def test_health_readiness_and_model_status(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "alive"}
     assert client.get("/readyz").json() == {"ready": True, "model_version": "v1"}
     status = client.get("/v1/models/churn").json()
-    assert status == {"name": "churn", "ready": True, "model_version": "v1", "canary": None}
+    assert status == {
+        "name": "churn", "ready": True, "model_version": "v1", "canary": None, "degraded": None
+    }
     assert client.get("/v1/models/other").status_code == 404
 
 

@@ -12,14 +12,15 @@ generated Parquet file (30 float columns, a binary label):
 
 Before a timing counts, both best models are scored on an independent test file (rows neither
 side trained on): their AUCs must agree within ``--auc-tolerance`` (default 0.01), else the
-benchmark exits 1. Reported: wall time of each side, raymlops's stage times, and the peak RSS
-of each driver (``VmRSS`` of ``/proc/<pid>/status`` sampled every 20 ms).
+benchmark exits 1. Reported: wall time of each side, raymlops's stage times, the peak RSS
+of each driver (``VmRSS`` of ``/proc/<pid>/status`` sampled every 20 ms) and raymlops's peak
+RSS on each Ray node (its raylet and every process it started, sampled every 100 ms).
 
 Usage::
 
     .venv/bin/python benchmarks/train.py --quick          # 50,000 rows: CI, well under a minute
     .venv/bin/python benchmarks/train.py                  # 1M rows
-    .venv/bin/python benchmarks/train.py --full           # 1M and 4M rows
+    .venv/bin/python benchmarks/train.py --full           # 1M, 2M (4 trials) and 4M rows
 
 Writes ``train.json`` and ``train.md`` (and ``train.png`` when matplotlib imports) to
 ``--out`` (default ``benchmarks/results``). Exit 0, or 1 when the two sides' AUCs disagree.
@@ -67,7 +68,7 @@ def make_data(path: Path, rows: int, seed: int) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250_000)
 
 
-def write_config(root: Path, source: Path, args: argparse.Namespace) -> Path:
+def write_config(root: Path, source: Path, args: argparse.Namespace, trials: int) -> Path:
     columns = "".join(f"    {name}: {{type: float}}\n" for name in FEATURES)
     text = (
         "name: bench\n"
@@ -82,7 +83,7 @@ def write_config(root: Path, source: Path, args: argparse.Namespace) -> Path:
         "  task: classification\n"
         "  metric: roc_auc\n"
         "  models: [xgboost]\n"
-        f"  search: {{num_samples: {args.trials}, max_concurrent: {args.concurrent}, "
+        f"  search: {{num_samples: {trials}, max_concurrent: {args.concurrent}, "
         f"scheduler: fifo, max_boosting_rounds: {args.rounds}, "
         f"rounds_per_report: {args.rounds_per_report}, time_budget_s: 3600, "
         f"refit: {'true' if args.refit else 'false'}}}\n"
@@ -128,6 +129,75 @@ class PeakRss:
         self.peak = max(self.peak, rss_bytes())
 
 
+class NodePeakRss:
+    """The peak RSS on each Ray node while the block runs: one sampler actor per node sums the
+    RSS of its raylet and every process the raylet started (workers, actors, the object
+    store's shared pages they touched), every ``every_s``. Only this cluster's processes count,
+    even on a machine that runs other Ray clusters."""
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        self.every_s = every_s
+        self.peaks: dict[str, int] = {}
+        self._actors: list[Any] = []
+
+    def __enter__(self) -> NodePeakRss:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        sampler = ray.remote(num_cpus=0)(_NodeSampler)
+        for node in ray.nodes():
+            if node.get("Alive"):
+                strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                self._actors.append(
+                    sampler.options(scheduling_strategy=strategy).remote(self.every_s)
+                )
+        ray.get([a.start.remote() for a in self._actors])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        for node_id, peak in ray.get([a.stop.remote() for a in self._actors]):
+            self.peaks[node_id] = peak
+        for actor in self._actors:
+            ray.kill(actor)
+
+
+class _NodeSampler:
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        raylet = psutil.Process(os.getpid()).parent()
+        total = 0
+        for process in [raylet, *raylet.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:  # a process that ended meanwhile
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.every_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> tuple[str, int]:
+        import ray
+
+        self._stop.set()
+        self._thread.join()
+        return ray.get_runtime_context().get_node_id(), self.peak
+
+
 def auc_on(test_path: Path, predict: Any) -> float:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
@@ -139,11 +209,11 @@ def auc_on(test_path: Path, predict: Any) -> float:
 # -- the two sides -------------------------------------------------------------------------------
 
 
-def trial_params(args: argparse.Namespace) -> list[tuple[dict[str, Any], int]]:
+def trial_params(args: argparse.Namespace, trials: int) -> list[tuple[dict[str, Any], int]]:
     """The trials raymlops's search draws for this config: (parameters, seed) each."""
     from raymlops.training.models import sample_trials
 
-    specs = sample_trials(["xgboost"], num_samples=args.trials, seed=args.search_seed)
+    specs = sample_trials(["xgboost"], num_samples=trials, seed=args.search_seed)
     return [(spec.params, spec.seed) for spec in specs]
 
 
@@ -206,7 +276,7 @@ def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
 
     config = load_config(config_path)
     stages = StageLog()
-    with PeakRss() as rss:
+    with PeakRss() as rss, NodePeakRss() as nodes:
         started = time.perf_counter()
         result = train(config, stages=stages, verbose=0)
         wall = time.perf_counter() - started
@@ -215,6 +285,8 @@ def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "peak_rss": rss.peak,
+        "node_peak_rss": nodes.peaks,
+        "workers_per_trial": result.lineage["workers_per_trial"]["workers"],
         "test_auc": test_auc,
         "holdout_auc": result.metrics["roc_auc"],
         "stages": {k: v for k, v in result.stages.items() if k != "start Ray"},
@@ -227,18 +299,23 @@ def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"# raymlops train vs pandas + xgboost ({args.trials} trials, {args.rounds} rounds, "
+        f"# raymlops train vs pandas + xgboost ({args.rounds} rounds, "
         f"hist, 1 thread per trial, {os.cpu_count()} cores)",
         "",
         "| rows | trials | raymlops train | pandas + xgboost | ratio | driver peak RSS "
-        "(raymlops) | peak RSS (pandas) | test AUC raymlops / pandas |",
-        "|---|---|---|---|---|---|---|---|",
+        "(raymlops) | peak RSS per node (raymlops) | peak RSS (pandas) "
+        "| test AUC raymlops / pandas |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        per_node = ", ".join(
+            f"{peak / 1e9:.2f}" for peak in r["raymlops"]["node_peak_rss"].values()
+        )
         lines.append(
             f"| {r['rows']:,} | {r['trials']} | {r['raymlops']['wall_s']:.1f} s "
             f"| {r['baseline']['wall_s']:.1f} s | {r['ratio']:.2f}x "
-            f"| {r['raymlops']['peak_rss'] / 1e9:.2f} GB | {r['baseline']['peak_rss'] / 1e9:.2f} GB "
+            f"| {r['raymlops']['peak_rss'] / 1e9:.2f} GB | {per_node} GB "
+            f"| {r['baseline']['peak_rss'] / 1e9:.2f} GB "
             f"| {r['raymlops']['test_auc']:.4f} / {r['baseline']['test_auc']:.4f} |"
         )
     for r in rows:
@@ -290,7 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks/train.py", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="50,000 rows (CI)")
-    size.add_argument("--full", action="store_true", help="1M and 4M rows")
+    size.add_argument(
+        "--full", action="store_true", help="1M and 4M rows (--trials each), and 2M rows, 4 trials"
+    )
     size.add_argument("--rows", type=int, nargs="+", help="row counts to run")
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--concurrent", type=int, default=2, help="raymlops trials at once")
@@ -311,9 +390,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         from raymlops.config import SearchConfig
 
         args.refit = SearchConfig().refit
-    args.sizes = args.rows or (
-        [50_000] if args.quick else [1_000_000, 4_000_000] if args.full else [1_000_000]
-    )
+    sizes = args.rows or ([50_000] if args.quick else [1_000_000])
+    args.cells = [(rows, args.trials) for rows in sizes]
+    if args.full:  # the issue's cells: 1M and 4M rows, and 2M rows with 4 trials
+        args.cells = [(1_000_000, args.trials), (2_000_000, 4), (4_000_000, args.trials)]
     return args
 
 
@@ -323,25 +403,25 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     ensure_ray(args.address)  # not timed: both sides start with their libraries ready
-    trials = trial_params(args)
     rows_out: list[dict[str, Any]] = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
-        for rows in args.sizes:
+        for rows, cell_trials in args.cells:
+            trials = trial_params(args, cell_trials)
             data, test = root / f"train-{rows}.parquet", root / f"test-{rows}.parquet"
             make_data(data, rows, seed=1)
             make_data(test, min(rows, 200_000), seed=2)
             project = root / f"project-{rows}"
             project.mkdir()
-            ours = run_raymlops(write_config(project, data, args), test)
+            ours = run_raymlops(write_config(project, data, args, cell_trials), test)
             theirs = run_baseline(data, test, trials, args.rounds)
             gap = abs(ours["test_auc"] - theirs["test_auc"])
             agree = gap <= args.auc_tolerance
             failed |= not agree
             row = {
                 "rows": rows,
-                "trials": args.trials,
+                "trials": cell_trials,
                 "raymlops": ours,
                 "baseline": theirs,
                 "ratio": ours["wall_s"] / theirs["wall_s"],

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -332,10 +332,17 @@ class SearchConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    """Resources of one trial. ``gpu > 0`` moves XGBoost to ``device="cuda"``."""
+    """Resources of one trial, or of each worker of a data-parallel trial.
+
+    ``gpu > 0`` moves XGBoost to ``device="cuda"`` (a data-parallel trial asks Ray Train for
+    ``ScalingConfig(use_gpu=True)``). ``memory_gb`` reserves Ray's ``memory`` resource per
+    worker and is the memory ``workers_per_trial: auto`` plans with (unset: the worker's share
+    of the smallest node, its memory times ``cpu`` over the node's CPUs).
+    """
 
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
+    memory_gb: float | None = Field(default=None, gt=0)
 
 
 class TrainingConfig(_Strict):
@@ -348,6 +355,24 @@ class TrainingConfig(_Strict):
     )
     search: SearchConfig = SearchConfig()
     resources_per_trial: ResourcesConfig = ResourcesConfig()
+    workers_per_trial: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "Ray Train workers per XGBoost trial, each holding its own shard of the training "
+            "rows. auto: 1 when the training rows (float64, 3x for XGBoost's copies) fit in one "
+            "worker's memory (resources_per_trial.memory_gb, else the worker's share of the "
+            "smallest node), else as many as it takes to hold them. scikit-learn models always "
+            "train on one worker: beyond one worker's memory the run is refused"
+        ),
+    )
+
+    @field_validator("workers_per_trial", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        # one message instead of one per branch of the union
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError("expected auto or a whole number of workers, 1 or more (e.g. 2)")
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> TrainingConfig:

@@ -13,6 +13,7 @@ __all__ = [
     "IntegrityError",
     "RaymlopsError",
     "RegistryError",
+    "ResourcesError",
     "SchemaChangeError",
     "StorageError",
     "UsageError",
@@ -67,3 +68,10 @@ class IntegrityError(RaymlopsError):
     """A registry file does not match its manifest (tampered, truncated or missing)."""
 
     exit_code = 4
+
+
+class ResourcesError(RaymlopsError):
+    """The cluster cannot give what the config asks: more trial workers than it can place,
+    or training rows beyond one worker's memory for a model that trains on one worker."""
+
+    exit_code = 5

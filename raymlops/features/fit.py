@@ -266,16 +266,27 @@ class TrainArrays:
     """Transformed rows in the object store (ObjectRefs of numpy arrays), nothing on the driver.
 
     ``fit``/``valid`` are the training rows Tune fits on and scores on; ``valid_mask`` puts
-    them back in row order for the refit; ``holdout`` is the evaluation side.
+    them back in row order for the refit; ``holdout`` is the evaluation side. When the
+    training rows are not joined (data-parallel trials, ``assemble_training=False``),
+    ``fit``/``valid``/``valid_mask`` are None and ``fit_tables``/``valid_tables`` hold one
+    Arrow table per block (an ``x`` tensor column and ``y``), the blocks of the Ray Datasets
+    that Ray Train shards across a trial's workers.
     """
 
-    fit: tuple[Any, Any]
-    valid: tuple[Any, Any]
+    fit: tuple[Any, Any] | None
+    valid: tuple[Any, Any] | None
     valid_mask: Any
     holdout: tuple[Any, Any]
     fit_rows: int
     valid_rows: int
     n_features: int
+    fit_tables: list[Any] = field(default_factory=list)
+    valid_tables: list[Any] = field(default_factory=list)
+
+    @property
+    def assembled(self) -> bool:
+        """Whether the training rows are joined into arrays (one worker can read them)."""
+        return self.fit is not None
 
 
 @ray.remote(num_returns=8)
@@ -284,6 +295,23 @@ def _assemble(blocks: int, *parts):  # type: ignore[no-untyped-def]
     joined = [np.concatenate(parts[i * blocks : (i + 1) * blocks]) for i in range(7)]
     mask = joined[4]
     return (*joined, (len(mask) - int(mask.sum()), int(mask.sum())))
+
+
+@ray.remote(num_returns=2)
+def _assemble_holdout(blocks: int, *parts):  # type: ignore[no-untyped-def]
+    return np.concatenate(parts[:blocks]), np.concatenate(parts[blocks:])
+
+
+@ray.remote(num_returns=3)
+def _block_tables(x_fit, y_fit, x_valid, y_valid):  # type: ignore[no-untyped-def]
+    """One block's fit and validation rows as Arrow tables (``x`` tensor column, ``y``)."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    def table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+        return pa.table({"x": ArrowTensorArray.from_numpy(x), "y": np.asarray(y)})
+
+    return table(x_fit, y_fit), table(x_valid, y_valid), (len(y_fit), len(y_valid))
 
 
 def transform_blocks(
@@ -295,10 +323,16 @@ def transform_blocks(
     row_ids: str,
     valid_fraction: float,
     valid_seed: int,
+    assemble_training: bool = True,
+    shard_tables: bool = False,
 ) -> TrainArrays:
     """Transform every block in parallel and join them, in Ray tasks, into the arrays Tune,
     the refit and the evaluation read from the object store. Tune's validation rows are
     chosen by :func:`~raymlops.data.split.holdout_mask` of the row number.
+
+    ``shard_tables`` also keeps the training rows as per-block Arrow tables, for trials whose
+    workers each read a shard; ``assemble_training=False`` keeps only those (no object holds
+    all the training rows).
 
     Raises:
         ValueError: a label cannot be encoded (e.g. a class only in the holdout).
@@ -310,6 +344,25 @@ def transform_blocks(
         )
         for t, h in zip(train, holdout, strict=True)
     ]
+    n_features = len(pipeline.feature_names)
+    tables = [_block_tables.remote(*out[:4]) for out in outs] if shard_tables else []
+    if not assemble_training:
+        x_hold, y_hold = _assemble_holdout.remote(
+            len(outs), *[out[5] for out in outs], *[out[6] for out in outs]
+        )
+        tables = tables or [_block_tables.remote(*out[:4]) for out in outs]
+        sizes = ray.get([t[2] for t in tables])  # waits: a bad label fails this stage
+        return TrainArrays(
+            fit=None,
+            valid=None,
+            valid_mask=None,
+            holdout=(x_hold, y_hold),
+            fit_rows=sum(n for n, _ in sizes),
+            valid_rows=sum(n for _, n in sizes),
+            n_features=n_features,
+            fit_tables=[t[0] for t in tables],
+            valid_tables=[t[1] for t in tables],
+        )
     parts = [out[i] for i in range(7) for out in outs]
     x_fit, y_fit, x_valid, y_valid, mask, x_hold, y_hold, sizes = _assemble.remote(
         len(outs), *parts
@@ -322,5 +375,7 @@ def transform_blocks(
         holdout=(x_hold, y_hold),
         fit_rows=fit_rows,
         valid_rows=valid_rows,
-        n_features=len(pipeline.feature_names),
+        n_features=n_features,
+        fit_tables=[t[0] for t in tables],
+        valid_tables=[t[1] for t in tables],
     )

@@ -27,12 +27,14 @@ __all__ = [
     "SEARCH_SPACES",
     "SKOPS_TRUSTED_TYPES",
     "TrialSpec",
+    "as_scores",
     "dump_model",
     "fit_model",
     "load_model",
     "max_steps",
     "predict_scores",
     "sample_trials",
+    "xgboost_params",
 ]
 
 #: (distribution, low, high) or ("choice", options); sampled with numpy, seeded per search
@@ -156,7 +158,8 @@ def fit_model(
     return _fit_sklearn(spec, x, y, options, valid, on_step)
 
 
-def _xgb_params(spec: TrialSpec, options: FitOptions) -> dict[str, Any]:
+def xgboost_params(spec: TrialSpec, options: FitOptions) -> dict[str, Any]:
+    """XGBoost's parameters for a trial: ``hist``, the device, threads, seed, objective."""
     params: dict[str, Any] = {
         "tree_method": "hist",
         "device": "cuda" if options.gpu else "cpu",
@@ -185,11 +188,11 @@ def _fit_xgboost(spec, x, y, options, valid, on_step):  # type: ignore[no-untype
         def after_iteration(self, model, epoch, evals_log):  # type: ignore[no-untyped-def]
             if on_step is not None and dvalid is not None and (epoch + 1) % every == 0:
                 raw = model.predict(dvalid, iteration_range=(0, epoch + 1))
-                on_step((epoch + 1) // every, _as_scores(raw, options))
+                on_step((epoch + 1) // every, as_scores(raw, options))
             return False
 
     booster = xgb.train(
-        _xgb_params(spec, options), dtrain, num_boost_round=rounds, callbacks=[_Report()]
+        xgboost_params(spec, options), dtrain, num_boost_round=rounds, callbacks=[_Report()]
     )
     return booster, rounds // every
 
@@ -237,7 +240,8 @@ def _fit_sklearn(spec, x, y, options, valid, on_step):  # type: ignore[no-untype
     return model, steps
 
 
-def _as_scores(raw: np.ndarray, options: FitOptions) -> np.ndarray:
+def as_scores(raw: np.ndarray, options: FitOptions) -> np.ndarray:
+    """XGBoost's raw predictions as scores: (n, k) probabilities, or (n,) values."""
     if options.task == "regression":
         return np.asarray(raw, dtype=np.float64).ravel()
     raw = np.asarray(raw, dtype=np.float64)
@@ -252,7 +256,7 @@ def predict_scores(
     """Class probabilities (n, k) for classification, values (n,) for regression."""
     if kind == "xgboost":
         raw = model.inplace_predict(np.ascontiguousarray(x, dtype=np.float64))
-        return _as_scores(raw, FitOptions(task=task, n_classes=n_classes))
+        return as_scores(raw, FitOptions(task=task, n_classes=n_classes))
     if task == "classification":
         proba = model.predict_proba(x)
         if n_classes and proba.shape[1] < n_classes:

@@ -29,6 +29,7 @@ from raymlops.features.fit import (
 )
 from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
+from raymlops.training.scaling import WorkerPlan
 from raymlops.training.stages import StageLog
 
 __all__ = ["Prepared", "RowCounts", "prepare"]
@@ -55,6 +56,7 @@ class Prepared:
     arrays: TrainArrays  # transformed rows in the object store
     reference: pd.DataFrame  # the drift reference sample (training rows)
     class_counts: dict[Any, int]  # training rows per class (classification; else empty)
+    workers: WorkerPlan  # Ray Train workers per XGBoost trial, and why
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,11 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
         note["detail"] = (
             f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
         )
+    workers = _plan_workers(config, rows.train, len(pipeline.feature_names))
+    models = config.training.models or []
+    # one worker's trials (scikit-learn always, XGBoost with one worker) read joined arrays;
+    # data-parallel ones read the per-block tables as shards
+    one_worker = workers.workers == 1 or any(m != "xgboost" for m in models)
     with stages.stage("transform (Ray tasks)") as note:
         try:
             arrays = transform_blocks(
@@ -127,12 +134,15 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
                 row_ids=ROW_ID,
                 valid_fraction=config.training.search.validation_fraction,
                 valid_seed=split.seed + 1,
+                assemble_training=one_worker,
+                shard_tables=workers.workers > 1 and "xgboost" in models,
             )
         except ValueError as exc:
             raise DataValidationError(f"column {schema.target!r}: {_cause(exc)}") from None
         note["detail"] = (
             f"X {arrays.fit_rows + arrays.valid_rows}x{arrays.n_features}; "
-            f"{arrays.valid_rows} rows for Tune's validation"
+            f"{arrays.valid_rows} rows for Tune's validation; {workers.workers} worker(s) "
+            "per XGBoost trial"
         )
     return Prepared(
         data,
@@ -142,7 +152,14 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
         arrays,
         reference.drop(columns=[ROW_ID]),
         dict(class_counts),
+        workers,
     )
+
+
+def _plan_workers(config: ProjectConfig, rows: int, n_features: int) -> WorkerPlan:
+    from raymlops.training.distributed import plan_trial_workers
+
+    return plan_trial_workers(config.training, rows=rows, n_features=n_features)
 
 
 def _cause(exc: Exception) -> Exception:

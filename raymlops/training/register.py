@@ -66,11 +66,32 @@ def build_lineage(
             "validation_score": best.score,
             "steps": best.steps,
             "node_id": best.node_id,
+            "workers": best.workers,
+            "nodes": best.nodes,  # rank, node_id, address and fit rows of each worker
         },
         "parent": champion,
-        "ray": {"nodes": sorted({t.node_id for t in selected.search.trials if t.node_id})},
+        "workers_per_trial": prepared.workers.to_dict(),
+        "ray": _ray_nodes(selected),
         "refit": selected.refit,
         **(extra or {}),
+    }
+
+
+def _ray_nodes(selected: Selected) -> dict[str, Any]:
+    """The nodes (ids and addresses) that ran the search's trials and their workers."""
+    used = {
+        node["node_id"]: node["address"]
+        for trial in selected.search.trials
+        for node in trial.nodes
+        if node.get("node_id")
+    }
+    for trial in selected.search.trials:  # trials that failed before they reported
+        if trial.node_id and trial.node_id not in used:
+            used[trial.node_id] = None
+    return {
+        "nodes": sorted(used),
+        "addresses": sorted({a for a in used.values() if a}),
+        "workers_per_trial": selected.search.extra.get("workers", 1),
     }
 
 

@@ -83,10 +83,13 @@ def train(
 
     Raises:
         DataValidationError: the data breaks the schema (nothing is registered).
+        ResourcesError: the cluster cannot place ``workers_per_trial`` workers, or
+            scikit-learn models get rows beyond one worker's memory (before training).
         StorageError / RegistryError / IntegrityError: storage or champion problems.
     """
     from raymlops.training import register
     from raymlops.training.dataset_checks import check_dataset
+    from raymlops.training.distributed import check_requested_workers
     from raymlops.training.evaluate import evaluate
     from raymlops.training.prepare import prepare
     from raymlops.training.select import search_and_refit
@@ -95,6 +98,7 @@ def train(
     schema = Schema.from_config(config)
     registry = open_registry(config)  # fail fast on unreachable storage, before any work
     _start_ray(address, stages)
+    check_requested_workers(config.training)  # more workers than the cluster has: before any work
     prepared = prepare(config, schema, source or config.data.source, stages)
     checks = check_dataset(config, schema, registry, prepared, stages)  # exit 3 when it blocks
     selected = search_and_refit(config, prepared, stages, verbose=verbose)

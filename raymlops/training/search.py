@@ -49,11 +49,14 @@ from raymlops.training.models import (
     sample_trials,
 )
 from raymlops.training.rungs import OrderedRungs, milestones
+from raymlops.training.scaling import placement_problem
 
 __all__ = [
+    "DataParallel",
     "OrderedASHA",
     "SearchResult",
     "TrialResult",
+    "refit_data_parallel",
     "refit_parts",
     "run_search",
 ]
@@ -61,6 +64,18 @@ __all__ = [
 _REDUCTION_FACTOR = 3
 #: marks the report that carries a finished trial's model (not a step of the search)
 _MODEL_SAVED = "model_saved"
+#: Ray's logical memory a data-parallel trial's driver asks for (it only drives Ray Train;
+#: Tune wants some resource in a trial's bundle, and a CPU would starve its own workers)
+_DRIVER_MEMORY = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """How XGBoost trials run data-parallel: the rows as Ray Datasets, workers per trial."""
+
+    shards: Any  # raymlops.training.distributed.Shards
+    workers: int
+    n_features: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,9 @@ class TrialResult:
     node_id: str | None = None
     error: str | None = None
     model_path: str | None = None  # the finished trial's model file (run_search keep_models)
+    workers: int = 1
+    #: where the trial's workers ran: rank, node_id, address and fit_rows of each
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def spec(self) -> TrialSpec:
@@ -143,31 +161,76 @@ def _trainable(
     options: FitOptions,
     metric: str,
     keep_model: bool = False,
+    parallel: DataParallel | None = None,
+    resources: Any = None,
 ) -> None:
     spec = specs[config["trial"]]
+    if parallel is not None and spec.model == "xgboost":
+        _data_parallel_trial(spec, options, metric, parallel, resources, keep_model)
+        return
     node_id = ray.get_runtime_context().get_node_id()
     start = time.perf_counter()
     # ObjectRefs are read here, on the trial's node, straight from the object store
     x, y, x_valid, y_valid = (_resolve(data[k]) for k in ("x", "y", "x_valid", "y_valid"))
+    nodes = [
+        {
+            "rank": 0,
+            "node_id": node_id,
+            "address": ray.util.get_node_ip_address(),
+            "fit_rows": len(y),
+        }
+    ]
 
     last: dict[str, Any] = {}
 
     def report(step: int, predictions: np.ndarray) -> None:
         value = score(options.task, metric, y_valid, predictions, options.n_classes)
         elapsed = time.perf_counter() - start
-        last.update(score=value, step=step, fit_s=elapsed, node_id=node_id)
+        last.update(score=value, step=step, fit_s=elapsed, node_id=node_id, nodes=nodes)
         tune.report(dict(last))
 
     model, steps = fit_model(spec, x, y, options, valid=(x_valid, y_valid), on_step=report)
     if keep_model:
-        # the finished trial's model, so the winner need not be fitted again (search.refit off);
-        # the scheduler and the rungs skip this report (it repeats the last score)
-        name, payload = dump_model(model, spec.model)
-        with tempfile.TemporaryDirectory() as folder:
-            Path(folder, name).write_bytes(payload)
-            tune.report(
-                {**last, _MODEL_SAVED: True}, checkpoint=tune.Checkpoint.from_directory(folder)
-            )
+        _report_model(last, *dump_model(model, spec.model))
+
+
+def _report_model(last: dict[str, Any], name: str, payload: bytes) -> None:
+    """The finished trial's model, so the winner need not be fitted again (search.refit off);
+    the scheduler and the rungs skip this report (it repeats the last score)."""
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, name).write_bytes(payload)
+        tune.report({**last, _MODEL_SAVED: True}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _data_parallel_trial(
+    spec: TrialSpec,
+    options: FitOptions,
+    metric: str,
+    parallel: DataParallel,
+    resources: Any,
+    keep_model: bool,
+) -> None:
+    """This Tune trial drives a Ray Train run over ``parallel.workers`` workers; Ray Train's
+    reports reach Tune through ``TuneReportCallback`` (Ray's docs for Train inside Tune)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raymlops.training.distributed import fit_data_parallel
+
+    outcome = fit_data_parallel(
+        spec,
+        options,
+        metric,
+        parallel.shards,
+        parallel.workers,
+        resources,
+        name=f"train-{tune.get_context().get_trial_id()}",
+        n_features=parallel.n_features,
+        keep_model=keep_model,
+        report=TuneReportCallback,
+    )
+    if keep_model and outcome.model is not None:
+        last = {k: outcome.metrics[k] for k in ("score", "step", "fit_s", "node_id", "nodes")}
+        _report_model(last, MODEL_FILES["xgboost"], outcome.model)
 
 
 def _resolve(value: Any) -> Any:
@@ -200,15 +263,39 @@ def _tune_environment(max_concurrent: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _concurrency(requested: int, cpu: float, gpu: float) -> int:
-    """How many trials can really run at once on this cluster."""
+def _concurrency(requested: int, cpu: float, gpu: float, workers: int = 1) -> int:
+    """How many trials can really run at once on this cluster. With data-parallel trials, as
+    many as can place all their workers together, so no Train run waits for another's (a
+    one-worker trial beside them takes no more than a data-parallel one)."""
     resources = ray.cluster_resources()
     fits = [requested]
     if cpu > 0:
-        fits.append(int(resources.get("CPU", 0) // cpu))
+        fits.append(int(resources.get("CPU", 0) // (cpu * workers)))
     if gpu > 0:
-        fits.append(int(resources.get("GPU", 0) // gpu))
+        fits.append(int(resources.get("GPU", 0) // (gpu * workers)))
     return max(1, min(fits))
+
+
+def _trial_resources(
+    specs: list[TrialSpec], cpu: float, gpu: float, memory_gb: float | None, parallel: bool
+) -> Any:
+    """Tune's resources per trial: the trial's own, or a driver's for a data-parallel trial
+    (its workers are Ray Train's, placed by Train)."""
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    own = {"CPU": cpu, "GPU": gpu}
+    if memory_gb is not None:
+        own["memory"] = memory_gb * 2**30
+    own = {k: v for k, v in own.items() if v > 0}
+    if not parallel:
+        return PlacementGroupFactory([own])
+
+    def per_trial(config: dict[str, Any]) -> Any:
+        if specs[config["trial"]].model == "xgboost":
+            return PlacementGroupFactory([{"CPU": 0, "memory": _DRIVER_MEMORY}])
+        return PlacementGroupFactory([own])
+
+    return per_trial
 
 
 def run_search(
@@ -220,6 +307,7 @@ def run_search(
     verbose: int = 1,
     name: str = "raymlops",
     keep_models: bool = False,
+    parallel: DataParallel | None = None,
 ) -> SearchResult:
     """Run the Tune search described by ``training`` on (x, y); return every trial.
 
@@ -227,10 +315,14 @@ def run_search(
     trial from the object store, so the data never passes through the driver.
     ``keep_models``: a trial that runs to its end keeps its model (``TrialResult.model_file``)
     so the best one can be registered without a refit.
+    ``parallel`` (more than one worker): XGBoost trials run as Ray Train ``XGBoostTrainer``
+    runs over that many workers, each reading its own shard (``train``/``valid`` may then be
+    None when every model is XGBoost).
 
     Tune's experiment folder goes to Ray's usual place (``~/ray_results/<name>-<time>``).
 
     Raises:
+        ResourcesError: the cluster cannot place a data-parallel trial's workers.
         RaymlopsError: no trial produced a score (the first errors are quoted).
     """
     search = training.search
@@ -254,6 +346,12 @@ def run_search(
         reduction_factor=_REDUCTION_FACTOR,
         mode=mode,
     )
+    if parallel is not None and parallel.workers < 2:
+        parallel = None
+    workers = parallel.workers if parallel is not None else 1
+    if parallel is not None:
+        _check_placement(workers, resources)
+    train, valid = train or (None, None), valid or (None, None)
     data = {"x": train[0], "y": train[1], "x_valid": valid[0], "y_valid": valid[1]}
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -263,9 +361,12 @@ def run_search(
             options=options,
             metric=metric,
             keep_model=keep_models,
+            parallel=parallel,
+            resources=resources,
         ),
-        {"cpu": resources.cpu, "gpu": resources.gpu},
+        _trial_resources(specs, resources.cpu, resources.gpu, resources.memory_gb, workers > 1),
     )
+    parallel_trials = _concurrency(search.max_concurrent, resources.cpu, resources.gpu, workers)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tuner = tune.Tuner(
         trainable,
@@ -276,9 +377,10 @@ def run_search(
             metric="score",
             mode=mode,
             scheduler=OrderedASHA(rungs, specs, options),
-            max_concurrent_trials=search.max_concurrent,
+            max_concurrent_trials=parallel_trials,
             time_budget_s=search.time_budget_s,
-            reuse_actors=True,
+            # a stopped data-parallel trial's actor must end, and with it its Train run
+            reuse_actors=workers == 1,
             trial_name_creator=lambda t: f"{specs[t.config['trial']].model}_{t.config['trial']}",
             trial_dirname_creator=lambda t: f"trial_{t.config['trial']}",
         ),
@@ -288,9 +390,8 @@ def run_search(
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
         ),
     )
-    parallel = _concurrency(search.max_concurrent, resources.cpu, resources.gpu)
     started = time.perf_counter()
-    with _tune_environment(search.max_concurrent):
+    with _tune_environment(parallel_trials):
         grid = tuner.fit()
     wall = time.perf_counter() - started
     trials = sorted((_trial_result(r, specs, options, rungs) for r in grid), key=lambda t: t.index)
@@ -300,7 +401,16 @@ def run_search(
         raise RaymlopsError(f"no trial finished with a score. {errors}")
     sign = 1.0 if mode == "max" else -1.0
     best = min(scored, key=lambda t: (-sign * t.score, t.index))
-    return SearchResult(metric, mode, trials, best, wall, parallel)
+    return SearchResult(metric, mode, trials, best, wall, parallel_trials, {"workers": workers})
+
+
+def _check_placement(workers: int, resources: Any) -> None:
+    from raymlops.errors import ResourcesError
+    from raymlops.training.distributed import cluster_nodes
+
+    problem = placement_problem(workers, resources, cluster_nodes())
+    if problem is not None:
+        raise ResourcesError(problem)
 
 
 def _trial_result(
@@ -331,6 +441,8 @@ def _trial_result(
         node_id=metrics.get("node_id"),
         error=error,
         model_path=_model_path(result.checkpoint, spec.model) if status == "done" else None,
+        workers=len(metrics.get("nodes") or []) or 1,
+        nodes=list(metrics.get("nodes") or []),
     )
 
 
@@ -385,3 +497,32 @@ def _refit_options(best: TrialResult, training: TrainingConfig, n_classes: int) 
         rounds_per_report=training.search.rounds_per_report,
         steps=max(1, best.steps),
     )
+
+
+def refit_data_parallel(
+    best: TrialResult,
+    parallel: DataParallel,
+    training: TrainingConfig,
+    *,
+    n_classes: int,
+) -> tuple[str, bytes]:
+    """Fit the best trial again on all training rows (fit and validation shards together)
+    over the same Ray Train workers, as far as the trial got. Returns the native model file."""
+    from raymlops.training.distributed import Shards, fit_data_parallel
+
+    shards = Shards(parallel.shards.fit.union(parallel.shards.valid), None)
+    outcome = fit_data_parallel(
+        best.spec,
+        _refit_options(best, training, n_classes),
+        training.metric or "",
+        shards,
+        parallel.workers,
+        training.resources_per_trial,
+        name=f"refit-{best.trial_id or best.index}-{time.time_ns()}",
+        n_features=parallel.n_features,
+        keep_model=True,
+        score_valid=False,
+    )
+    if outcome.model is None:
+        raise RaymlopsError("the data-parallel refit returned no model")
+    return MODEL_FILES["xgboost"], outcome.model

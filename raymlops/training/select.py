@@ -18,7 +18,14 @@ from pathlib import Path
 
 from raymlops.config import ProjectConfig
 from raymlops.training.prepare import Prepared
-from raymlops.training.search import SearchResult, TrialResult, refit_parts, run_search
+from raymlops.training.search import (
+    DataParallel,
+    SearchResult,
+    TrialResult,
+    refit_data_parallel,
+    refit_parts,
+    run_search,
+)
 from raymlops.training.stages import StageLog
 
 __all__ = ["Selected", "search_and_refit"]
@@ -47,6 +54,7 @@ def search_and_refit(
         RaymlopsError: no trial produced a score.
     """
     arrays, want_refit = prepared.arrays, config.training.search.refit
+    parallel = _data_parallel(prepared)
     with stages.stage("search (Ray Tune)") as note:
         search = run_search(
             config.training,
@@ -55,6 +63,7 @@ def search_and_refit(
             n_classes=prepared.n_classes,
             verbose=verbose,
             keep_models=not want_refit,
+            parallel=parallel,
         )
         best = search.best
         note["detail"] = (
@@ -65,13 +74,30 @@ def search_and_refit(
         path = Path(best.model_path)
         return Selected(search, path.name, path.read_bytes(), refit=False)
     with stages.stage("refit best on all training rows") as note:
-        model_file, model_bytes = refit_parts(
-            best,
-            arrays.fit,
-            arrays.valid,
-            arrays.valid_mask,
-            config.training,
-            n_classes=prepared.n_classes,
-        )
+        if arrays.assembled:
+            model_file, model_bytes = refit_parts(
+                best,
+                arrays.fit,
+                arrays.valid,
+                arrays.valid_mask,
+                config.training,
+                n_classes=prepared.n_classes,
+            )
+        else:  # no worker holds all the rows: refit over the trial's workers
+            assert parallel is not None
+            model_file, model_bytes = refit_data_parallel(
+                best, parallel, config.training, n_classes=prepared.n_classes
+            )
         note["detail"] = f"{model_file} ({len(model_bytes) / 1024:.0f} KiB)"
     return Selected(search, model_file, model_bytes, refit=True)
+
+
+def _data_parallel(prepared: Prepared) -> DataParallel | None:
+    """The shards of XGBoost's data-parallel trials (None: every trial has one worker)."""
+    arrays = prepared.arrays
+    if prepared.workers.workers < 2 or not arrays.fit_tables:
+        return None
+    from raymlops.training.distributed import Shards
+
+    shards = Shards.from_tables(arrays.fit_tables, arrays.valid_tables)
+    return DataParallel(shards, prepared.workers.workers, arrays.n_features)

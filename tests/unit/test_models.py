@@ -121,11 +121,11 @@ def test_skops_files_with_untrusted_types_are_refused() -> None:
 
 
 def test_gpu_trials_move_xgboost_to_cuda() -> None:
-    from raymlops.training.models import _xgb_params
+    from raymlops.training.models import xgboost_params
 
     spec = TrialSpec(0, "xgboost", {"max_depth": 3}, 0)
-    assert _xgb_params(spec, FitOptions(task="classification", gpu=True))["device"] == "cuda"
-    cpu = _xgb_params(spec, FitOptions(task="classification", gpu=False, threads=2))
+    assert xgboost_params(spec, FitOptions(task="classification", gpu=True))["device"] == "cuda"
+    cpu = xgboost_params(spec, FitOptions(task="classification", gpu=False, threads=2))
     assert cpu["device"] == "cpu"
     assert cpu["tree_method"] == "hist"
     assert cpu["nthread"] == 2

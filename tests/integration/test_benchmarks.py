@@ -118,3 +118,21 @@ def test_missing_wrk_exits_2_with_the_install_command(tmp_path: Path) -> None:
                  env={"PATH": str(empty)}, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "apt-get install -y wrk" in done.stderr
+
+
+@pytest.mark.slow
+def test_quick_train_benchmark_checks_auc_and_writes_table_and_plot(tmp_path: Path) -> None:
+    """The training suite keeps its own CLI (``main``): run through the entry point, it checks
+    that both sides' models score alike before its timings count, and writes its files."""
+    done = bench("--quick", "--suite", "train", "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "train.json").read_text(encoding="utf-8"))
+    [cell] = report["results"]
+    assert cell["auc_agree"] is True, cell
+    for side in ("raymlops", "baseline"):
+        assert cell[side]["wall_s"] > 0
+        assert cell[side]["peak_rss"] > 0
+        assert 0.5 < cell[side]["test_auc"] <= 1.0
+    assert cell["raymlops"]["node_peak_rss"], "each Ray node's peak RSS"
+    assert "| " in (tmp_path / "train.md").read_text(encoding="utf-8")
+    assert (tmp_path / "train.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

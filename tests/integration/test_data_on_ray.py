@@ -267,3 +267,36 @@ def test_a_time_split_holds_out_the_latest_rows_in_one_read(three_files: Path) -
     assert sorted(sides.loc[sides["holdout"], "row"] - 1) == sorted(holdout[ROW_ID])
     (train_range, holdout_range) = data.time_ranges["signup_date"]
     assert train_range[1] < holdout_range[0]
+
+
+def test_overlap_from_digests_equals_the_findings_of_the_whole_digest() -> None:
+    """Given digests spread over blocks (duplicates, copies across the split and shared ids in
+    different blocks), the task shuffle finds exactly what the pure functions find on all the
+    rows at once."""
+    import ray
+
+    from raymlops.data.checks import overlap_findings
+    from raymlops.data.dataset import overlap_from_digests
+
+    rng = np.random.default_rng(5)
+    rows = 4000
+    features = rng.integers(0, 900, rows).astype(np.uint64) + np.uint64(1)  # collisions
+    whole = pd.DataFrame(
+        {
+            "row": np.arange(1, rows + 1),
+            "holdout": rng.random(rows) < 0.25,
+            "row_hash": features * np.uint64(7) + rng.integers(0, 2, rows).astype(np.uint64),
+            "feature_hash": features,
+            "continuous": rng.random(rows) < 0.9,
+            "id:customer": np.where(
+                rng.random(rows) < 0.1, np.uint64(0), rng.integers(1, 3000, rows).astype(np.uint64)
+            ),
+        }
+    )
+    blocks = [ray.put(part) for part in np.array_split(whole, 5)]
+    found = overlap_from_digests(blocks, ["customer"])
+    expected = overlap_findings(whole)
+    assert found.to_json() == expected.to_json()
+    assert found.duplicates.count > 0
+    assert found.cross_split.count > 0
+    assert found.ids["customer"].count > 0

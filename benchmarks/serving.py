@@ -46,6 +46,7 @@ from typing import Any
 
 from benchmarks.report import Check, Figure, SuiteResult, UsageError, ray_nodes, require_cores
 from raymlops.runtime import LOCAL_RAY_ENV
+from raymlops.serving.binding import is_loopback_host
 
 __all__ = ["CELLS", "PRESETS", "run"]
 
@@ -260,7 +261,7 @@ def summarize(runs: list[dict[str, Any]], mode: str, pairs: int) -> SuiteResult:
         "the JSON.",
     ]
     for run_ in runs:
-        wide = [a for a in run_.get("listening", []) if not a.startswith(("127.0.0.1:", "[::1]:"))]
+        wide = [a for a in run_.get("listening", []) if not is_loopback_host(a.rsplit(":", 1)[0])]
         notes.append(
             f"Preset {run_['preset']}: our process tree listened on {len(run_.get('listening', []))}"
             f" TCP sockets, {len(wide)} of them not on loopback"
@@ -484,12 +485,15 @@ def ray_serve(env: dict[str, str]) -> Iterator[str]:
     import ray
     from ray import serve
 
+    from raymlops.runtime import init_local_ray
+
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     port = free_port()
     try:
-        ray.init(
+        # like every local Ray of raymlops: each of its servers on 127.0.0.1 only
+        init_local_ray(
             address="local", include_dashboard=False, logging_level="WARNING",
-            log_to_driver=False, _temp_dir=ray_tmp, _node_ip_address="127.0.0.1",
+            log_to_driver=False, _temp_dir=ray_tmp,
         )  # fmt: skip
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"

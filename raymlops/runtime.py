@@ -23,6 +23,7 @@ __all__ = [
     "LOCAL_RAY_ENV",
     "connected_jobs_address",
     "ensure_ray",
+    "init_local_ray",
     "loopback_ray",
     "metrics_urls",
     "private_token_env",
@@ -75,22 +76,30 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             refuse_haproxy()
             for key, value in LOCAL_RAY_ENV.items():
                 os.environ.setdefault(key, value)  # Ray's processes inherit it; yours wins
-            os.environ.update(LOOPBACK_ENV)  # Ray's own processes keep 127.0.0.1 too
-            private_token_env()
-            kwargs.update(
-                _node_ip_address=LOCAL_HOST,
-                include_dashboard=jobs,
-                # Serve replicas bind their gRPC server to every interface otherwise
-                runtime_env={"worker_process_setup_hook": "raymlops.raystart.loopback_worker"},
-            )
+            kwargs.update(include_dashboard=jobs)
             if jobs:
                 kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
-            with _free_dashboard_agent_port(), loopback_ray():
-                ray.init(**kwargs)
+            init_local_ray(**kwargs)
         else:
             ray.init(address=address, **kwargs)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+
+
+def init_local_ray(**kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` of a new local Ray whose every server listens on 127.0.0.1 and
+    whose token file is private (:func:`ensure_ray`'s, and the serving benchmark's own Ray)."""
+    import ray
+
+    os.environ.update(LOOPBACK_ENV)  # Ray's own processes keep 127.0.0.1 too
+    private_token_env()
+    kwargs.setdefault("_node_ip_address", LOCAL_HOST)
+    # Serve replicas bind their gRPC server to every interface otherwise
+    kwargs.setdefault(
+        "runtime_env", {"worker_process_setup_hook": "raymlops.raystart.loopback_worker"}
+    )
+    with _free_dashboard_agent_port(), loopback_ray():
+        ray.init(**kwargs)
 
 
 def metrics_urls() -> list[str]:

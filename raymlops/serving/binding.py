@@ -30,9 +30,12 @@ def is_loopback_host(host: str | None) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 (Python < 3.13 calls it not loopback)
+    return ip.is_loopback
 
 
 def _running_http_host() -> str | None:

@@ -547,12 +547,13 @@ def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
         serve.delete("canary")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def own_model(
     served: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, str]]:
     """A model named ``pushed`` that no other app serves (its own registry and notifier), one
-    replica polling every 10 minutes, served under /pushed: (config path, its URL)."""
+    replica polling every 10 minutes, served under /pushed: (config path, its URL). Deleted
+    after the class: its replicas hold CPUs the later tests' apps need."""
     from ray import serve
 
     _, url = served
@@ -576,77 +577,80 @@ def _version_at(url: str) -> str:
     return httpx.get(f"{url}/v1/models/pushed", timeout=10).json()["model_version"]
 
 
-def test_a_pushed_promotion_swaps_before_the_next_poll(
-    own_model: tuple[Path, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """With a 10-minute poll, only the push can move a replica within seconds. The model has a
-    name no other app serves, so its notifier is this replica's own, and the replica has
-    subscribed before anything moves: a move nobody pushes leaves it on v1 (neither a poll nor
-    a late subscription swaps it), then the push moves it. Rollback is pushed the same way."""
-    import time
+class TestAModelOfItsOwn:
+    """Tests on the ``pushed`` model of :func:`own_model`, deployed once for the class."""
 
-    import ray
+    def test_a_pushed_promotion_swaps_before_the_next_poll(
+        self, own_model: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With a 10-minute poll, only the push can move a replica within seconds. The model has a
+        name no other app serves, so its notifier is this replica's own, and the replica has
+        subscribed before anything moves: a move nobody pushes leaves it on v1 (neither a poll nor
+        a late subscription swaps it), then the push moves it. Rollback is pushed the same way."""
+        import time
 
-    from raymlops.cli import main
-    from raymlops.serving.push import push_alias_moved
+        import ray
 
-    config_path, url = own_model
-    config = load_config(config_path)
-    registry = open_registry(config)
-    first = registry.resolve("champion")
-    second = register_model(
-        registry, make_churn(500, seed=14), Schema.from_config(config), params={"C": 0.1}
-    )
-    assert _version_at(url) == first
-    wait_for_condition(  # made by the one replica of "pushed" when it subscribes
-        lambda: ray.get_actor("alias-notifier:pushed", namespace="raymlops"),
-        message="the replica subscribed to its alias pushes",
-    )
-    registry.promote(second, reason="moved, not pushed")
-    quiet_until = time.monotonic() + 2.0
-    while time.monotonic() < quiet_until:  # a bounded check that nothing happens
-        assert _version_at(url) == first, "swapped without a push (a poll or a late subscribe)"
-        time.sleep(0.2)
-    assert push_alias_moved("pushed"), "the replica's notifier takes the push"
-    wait_for_condition(lambda: _version_at(url) == second, timeout_s=15, message="pushed swap")
-    address = ray.get_runtime_context().gcs_address
-    rollback = ["registry", "rollback", "--config", str(config_path), "--address", address]
-    assert main(rollback) == 0
-    assert "pushed to the replicas serving pushed" in capsys.readouterr().out
-    wait_for_condition(lambda: _version_at(url) == first, timeout_s=15, message="rolled back")
+        from raymlops.cli import main
+        from raymlops.serving.push import push_alias_moved
+
+        config_path, url = own_model
+        config = load_config(config_path)
+        registry = open_registry(config)
+        first = registry.resolve("champion")
+        second = register_model(
+            registry, make_churn(500, seed=14), Schema.from_config(config), params={"C": 0.1}
+        )
+        assert _version_at(url) == first
+        wait_for_condition(  # made by the one replica of "pushed" when it subscribes
+            lambda: ray.get_actor("alias-notifier:pushed", namespace="raymlops"),
+            message="the replica subscribed to its alias pushes",
+        )
+        registry.promote(second, reason="moved, not pushed")
+        quiet_until = time.monotonic() + 2.0
+        while time.monotonic() < quiet_until:  # a bounded check that nothing happens
+            assert _version_at(url) == first, "swapped without a push (a poll or a late subscribe)"
+            time.sleep(0.2)
+        assert push_alias_moved("pushed"), "the replica's notifier takes the push"
+        wait_for_condition(lambda: _version_at(url) == second, timeout_s=15, message="pushed swap")
+        address = ray.get_runtime_context().gcs_address
+        rollback = ["registry", "rollback", "--config", str(config_path), "--address", address]
+        assert main(rollback) == 0
+        assert "pushed to the replicas serving pushed" in capsys.readouterr().out
+        wait_for_condition(lambda: _version_at(url) == first, timeout_s=15, message="rolled back")
 
 
-def test_a_promotion_that_changes_the_request_columns_is_refused_and_serving_keeps_working(
-    own_model: tuple[Path, str],
-) -> None:
-    """A version that takes another column: the served request model is the deployed one's, so
-    the registry refuses the move (the retrain job and the monitor use the same call). Requests
-    of the old shape keep their answers; the new shape stays a 422 naming the column until
-    serving is deployed again."""
-    from raymlops.config import ColumnSpec
-    from raymlops.errors import SchemaChangeError
+    def test_a_promotion_that_changes_the_request_columns_is_refused_and_serving_keeps_working(
+        self, own_model: tuple[Path, str],
+    ) -> None:
+        """A version that takes another column: the served request model is the deployed one's, so
+        the registry refuses the move (the retrain job and the monitor use the same call). Requests
+        of the old shape keep their answers; the new shape stays a 422 naming the column until
+        serving is deployed again."""
+        from raymlops.config import ColumnSpec
+        from raymlops.errors import SchemaChangeError
 
-    config_path, url = own_model
-    config = load_config(config_path)
-    registry = open_registry(config)
-    champion = registry.resolve("champion")
-    columns = {**config.data.columns, "referrals": ColumnSpec(type="int", min=0)}
-    wider = Schema.from_columns(columns, target="churned", task="classification")
-    frame = make_churn(500, seed=16)
-    frame["referrals"] = np.arange(len(frame)) % 4
-    reshaped = register_model(registry, frame, wider)
-    with pytest.raises(SchemaChangeError, match="new column 'referrals'"):
-        registry.promote(reshaped, reason="a retrain on a new schema")
-    assert registry.resolve("champion") == champion
-    old_shape = _instances(2, seed=71)
-    new_shape = [{**row, "referrals": 2} for row in old_shape]
-    target = f"{url}/v1/models/pushed:predict"
-    kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
-    assert kept.status_code == 200, kept.text
-    assert kept.json()["model_version"] == champion
-    refused = httpx.post(target, json={"instances": new_shape}, timeout=30)
-    assert refused.status_code == 422, refused.text
-    assert "referrals" in refused.text
+        config_path, url = own_model
+        config = load_config(config_path)
+        registry = open_registry(config)
+        champion = registry.resolve("champion")
+        columns = {**config.data.columns, "referrals": ColumnSpec(type="int", min=0)}
+        wider = Schema.from_columns(columns, target="churned", task="classification")
+        frame = make_churn(500, seed=16)
+        frame["referrals"] = np.arange(len(frame)) % 4
+        reshaped = register_model(registry, frame, wider)
+        with pytest.raises(SchemaChangeError, match="new column 'referrals'"):
+            registry.promote(reshaped, reason="a retrain on a new schema")
+        assert registry.resolve("champion") == champion
+        old_shape = _instances(2, seed=71)
+        new_shape = [{**row, "referrals": 2} for row in old_shape]
+        target = f"{url}/v1/models/pushed:predict"
+        kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["model_version"] == champion
+        refused = httpx.post(target, json={"instances": new_shape}, timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert "referrals" in refused.text
 
     # an operator who insists moves the alias anyway; the replica still does not swap (its
     # request model is the deployed one's) and says why, until serving is deployed again

@@ -114,9 +114,13 @@ class ModelServer:
         reload_poll_s: float = 2.0,
         prediction_log: dict[str, Any] | None = None,
         fallback: str | None = None,
+        served_schema: dict[str, Any] | None = None,
     ) -> None:
         self._registry = Registry(Storage.from_uri(storage, create=False), name)
         self._fallback = fallback
+        # the schema.json of the request model the app was deployed with: a version that takes
+        # other requests is never loaded here (also not by a replica restarted after the move)
+        self._served_schema = served_schema
         self._alias = alias
         self._refused: dict[str, str] = {}  # version -> why it cannot be served (immutable)
         self._degraded: str | None = None
@@ -167,6 +171,20 @@ class ModelServer:
         that crashes its loader must not take this replica down (raymlops.registry.probe)."""
         if version in self._refused:
             raise ProbeError(self._refused[version])
+        served = self._served_schema
+        if served is None and getattr(self, "predictor", None) is not None:
+            served = self.predictor.schema.to_dict()
+        change = None if served is None else input_schema_change(
+            served, BundleReader(self._registry, version).schema()
+        )
+        if change is not None:
+            # every request would be a 422 (or reach a model that cannot read it); the registry
+            # refuses such a move unless told to, and then serving must be deployed again
+            self._refused[version] = (
+                f"its input schema differs from the deployed request model's ({change}); "
+                "deploy serving again to serve it"
+            )
+            raise ProbeError(self._refused[version])
         try:
             probe_version(self._registry, version)
             return load_predictor(self._registry, version)  # verified, complete
@@ -205,18 +223,6 @@ class ModelServer:
                 return
             if target in self._refused:
                 return  # a refused version stays refused (versions are immutable)
-            change = input_schema_change(
-                self.predictor.schema.to_dict(), BundleReader(self._registry, target).schema()
-            )
-            if change is not None:
-                # this replica's request model is the deployed version's: every request would
-                # be a 422 (or reach a model that cannot read it). The registry refuses such a
-                # move unless told to; then serving must be deployed again.
-                self._refused[target] = (
-                    f"its input schema differs from {self.predictor.version}'s ({change}); "
-                    "deploy serving again to serve it"
-                )
-                raise ProbeError(self._refused[target])
             loaded = self._load_checked(target)  # in a child first, then here, then swapped
         except Exception as exc:  # keep serving the loaded version, whatever went wrong
             if isinstance(exc, ProbeError):
@@ -493,6 +499,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     api_key = resolve_api_key(config)
     registry = Registry(Storage.from_uri(config.storage, create=False), config.name)
     schema = load_predictor(registry, alias).schema  # verifies the version before anything runs
+    served_schema = schema.to_dict()  # the request model's: replicas serve no other
     reference = read_reference(registry, alias)
     shown = [c for c in schema.input_columns if c in reference.columns]
     # real rows for /docs ("Try it out"); create_app keeps those that pass the schema
@@ -549,7 +556,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         """The HTTP app and the champion in one replica: decode, batch and predict in process."""
 
         def __init__(self, canary: DeploymentHandle | None = None) -> None:
-            super().__init__(*model_args)
+            super().__init__(*model_args, served_schema=served_schema)
             write_access_log_to_stderr()
             backend: Any = ReplicaBackend(self, admitted)
             if canary is not None:
@@ -588,7 +595,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         ray_actor_options={"num_cpus": serving.replica_cpus},
         graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
         graceful_shutdown_wait_loop_s=0.5,
-    ).bind(*model_args[:2], canary.version, *model_args[3:], fallback)
+    ).bind(*model_args[:2], canary.version, *model_args[3:], fallback, served_schema)
     return Server.bind(canary_deployment)
 
 

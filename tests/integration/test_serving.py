@@ -652,26 +652,26 @@ class TestAModelOfItsOwn:
         assert refused.status_code == 422, refused.text
         assert "referrals" in refused.text
 
-    # an operator who insists moves the alias anyway; the replica still does not swap (its
-    # request model is the deployed one's) and says why, until serving is deployed again
-    from raymlops.serving.push import push_alias_moved
+        # an operator who insists moves the alias anyway; the replica still does not swap (its
+        # request model is the deployed one's) and says why, until serving is deployed again
+        from raymlops.serving.push import push_alias_moved
 
-    registry.promote(reshaped, reason="meant", allow_schema_change=True)
-    assert push_alias_moved("pushed")
+        registry.promote(reshaped, reason="meant", allow_schema_change=True)
+        assert push_alias_moved("pushed")
 
-    def refusal() -> str | None:
-        return httpx.get(f"{url}/v1/models/pushed", timeout=10).json().get("degraded")
+        def refusal() -> str | None:
+            return httpx.get(f"{url}/v1/models/pushed", timeout=10).json().get("degraded")
 
-    why = wait_for_condition(refusal, timeout_s=30, message="the replica reports the refusal")
-    assert "input schema differs" in why
-    assert "deploy serving again" in why
-    assert _version_at(url) == champion
-    kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
-    assert kept.status_code == 200, kept.text
-    assert kept.json()["model_version"] == champion
-    registry.rollback(reason="back to the deployed schema", allow_schema_change=True)
-    assert push_alias_moved("pushed")
-    wait_for_condition(lambda: refusal() is None, timeout_s=30, message="degraded clears")
+        why = wait_for_condition(refusal, timeout_s=30, message="the replica reports the refusal")
+        assert "input schema differs" in why
+        assert "deploy serving again" in why
+        assert _version_at(url) == champion
+        kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["model_version"] == champion
+        registry.rollback(reason="back to the deployed schema", allow_schema_change=True)
+        assert push_alias_moved("pushed")
+        wait_for_condition(lambda: refusal() is None, timeout_s=30, message="degraded clears")
 
 
 def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, str]) -> None:

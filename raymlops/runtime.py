@@ -115,7 +115,10 @@ def use_cluster_token() -> str:
     environment already says otherwise.
     """
     from raymlops.cluster import read_token
+    from raymlops.output import in_ray_job
 
+    if in_ray_job():
+        return "the token of the job's cluster"  # Ray set up the driver's environment
     token, source = read_token()
     if token is None:
         return f"no token was found (looked in {source})"

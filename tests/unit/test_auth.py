@@ -69,3 +69,13 @@ def test_a_refused_connection_is_one_usage_error_naming_the_token_source() -> No
     assert sure is not None
     assert "refused this connection: the token from X" in str(sure)
     assert auth_error(ValueError("bad runtime_env"), "h:1", "x") is None, "other errors pass"
+
+
+def test_a_ray_job_driver_keeps_the_environment_ray_gave_it(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    (clean_env / "auth_token").write_text("c" * 64)
+    (clean_env / "auth_token").chmod(0o644)  # would be refused outside a job
+    assert use_cluster_token() == "the token of the job's cluster"
+    assert "RAY_AUTH_MODE" not in os.environ

@@ -114,6 +114,26 @@ def _stop_live() -> None:
         _live.pop().stop()
 
 
+def _check_data(cfg: Any, source: str, key: str) -> None:
+    """The data's header against the schema, before Ray starts (a typo in the target is a
+    one-second error, not a failed training run)."""
+    from raymlops.data.sources import resolve_source
+    from raymlops.preflight import check_columns, read_header
+    from raymlops.schema import Schema
+
+    check_columns(Schema.from_config(cfg), read_header(resolve_source(source)), key=key)
+
+
+def _check_model(cfg: Any, alias: str, config: Path) -> None:
+    """The model and the alias or version to load exist, before Ray starts."""
+    from raymlops.preflight import check_model
+    from raymlops.registry import Registry
+    from raymlops.storage import Storage
+
+    # not pipeline.open_registry: importing the training package (scikit-learn) takes seconds
+    check_model(Registry(Storage.from_uri(cfg.storage), cfg.name), alias, str(config))
+
+
 def _load(config: Path):  # type: ignore[no-untyped-def]
     from raymlops.config import load_config
 
@@ -163,6 +183,7 @@ def init(
 def config_check(config: ConfigOpt) -> None:
     """Validate the config, the data source and the storage, without training."""
     from raymlops.data.sources import resolve_source
+    from raymlops.preflight import check_columns, check_retrain_source, read_header
     from raymlops.schema import Schema
     from raymlops.storage import Storage
 
@@ -170,6 +191,8 @@ def config_check(config: ConfigOpt) -> None:
     schema = Schema.from_config(cfg)
     source = resolve_source(cfg.data.source)
     Storage.from_uri(cfg.storage)
+    columns = check_columns(schema, read_header(source), key="data.source")
+    retrain = check_retrain_source(cfg.monitoring.retrain_source, schema)
     table = Table(title=f"{config}: ok", show_header=False, box=None)
     table.add_row("name", cfg.name)
     table.add_row("task / metric", f"{cfg.training.task} / {cfg.training.metric}")
@@ -179,6 +202,9 @@ def config_check(config: ConfigOpt) -> None:
     )
     files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
     table.add_row("data", f"{cfg.data.source} ({files})")
+    if columns.undeclared:
+        table.add_row("not used", f"{', '.join(columns.undeclared)} (data.extra: ignore)")
+    table.add_row("retrain source", retrain)
     table.add_row("storage", redact_uri(cfg.storage))
     table.add_row("models", ", ".join(cfg.training.models or []))
     out.print(table)
@@ -364,6 +390,7 @@ def train(
     from raymlops.training.run import train as run_train
 
     cfg = _load(config)
+    _check_data(cfg, cfg.data.source, "data.source")
     _quiet_ray("train", verbose)
     result = run_train(
         cfg, promote=promote, address=address, stages=_stage_printer(), verbose=0 if quiet else 1
@@ -626,6 +653,7 @@ def serve_command(
 ) -> None:
     """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it), watched for drift."""
     cfg = _load(config)
+    _check_model(cfg, alias, config)
     from raymlops.runtime import ensure_ray
     from raymlops.serving.app import build_application, resolve_api_key
 
@@ -704,6 +732,8 @@ def predict_command(
     from raymlops.serving.batch import batch_predict
 
     cfg = _load(config)
+    _check_input(input_path)
+    _check_model(cfg, alias, config)
     _quiet_ray("predict", verbose)
     ensure_ray(address)
     result = batch_predict(cfg, input_path, output, alias=alias)
@@ -717,6 +747,20 @@ def predict_command(
         )
     )
     _print_ray_log()
+
+
+def _check_input(input_path: str) -> None:
+    """``--input`` matches CSV or Parquet files; it is read from the current folder."""
+    from raymlops.data.sources import resolve_source
+    from raymlops.errors import ConfigError
+
+    try:
+        resolve_source(input_path)
+    except ConfigError:
+        raise UsageError(
+            f"--input: no CSV or Parquet file matches {input_path!r} (a relative path is read "
+            f"from the current folder, {Path.cwd()}); check the path or the glob"
+        ) from None
 
 
 # -- monitor and retrain ---------------------------------------------------------------------------
@@ -885,6 +929,8 @@ def retrain_command(
     from raymlops.monitoring.retrain import run_retrain
 
     cfg = _load(config)
+    if cfg.monitoring.retrain_source:
+        _check_data(cfg, cfg.monitoring.retrain_source, "monitoring.retrain_source")
     _quiet_ray("retrain", verbose)
     result = run_retrain(
         cfg,

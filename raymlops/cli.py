@@ -169,7 +169,7 @@ def init(
     if example not in EXAMPLES:
         raise typer.BadParameter(f"choose one of {', '.join(EXAMPLES)}", param_hint="--example")
     if (directory / "raymlops.yaml").exists() and not force:
-        raise RaymlopsError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
+        raise UsageError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
     config = write_example(directory, example)
     out.print(
         f"[green]✓[/] wrote {config}"
@@ -576,8 +576,8 @@ def registry_promote(
 ) -> None:
     """Point an alias (champion by default) at a version that verifies; serving follows.
 
-    With ``--address`` (or RAY_ADDRESS) the replicas serving the model on that cluster are told
-    at once; otherwise they see the move at their next poll (``serving.reload_poll_s``).
+    With --address (or RAY_ADDRESS) the replicas serving the model on that cluster are told
+    at once; otherwise they see the move at their next poll (serving.reload_poll_s).
     """
     cfg = _load(config)
     if canary:
@@ -924,7 +924,7 @@ def retrain_command(
 ) -> None:
     """Retrain on monitoring.retrain_source, gate against the champion, promote if it passes.
 
-    This is what the monitor's retrain job runs (``jobs/retrain.py``).
+    This is what the monitor's retrain job runs (jobs/retrain.py).
     """
     from raymlops.monitoring.retrain import run_retrain
 

@@ -33,9 +33,9 @@ test: lint                   ## everything CI runs: lint, unit, integration, e2e
 test-unit: install           ## the seconds-long tier, no Ray
 	$(BIN)/python -m pytest tests/unit -q
 
-bench: install               ## every benchmark suite side by side (benchmarks/README.md)
+bench: install               ## every suite side by side; refreshes README's tables and plots
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
-	$(BIN)/python -m benchmarks --suite all
+	$(BIN)/python -m benchmarks --suite all --readme
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import socket
 import sys
 from collections.abc import Callable
@@ -74,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--address", default=None, help="a running Ray cluster (host:port or ray://host:port)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON, table, plot")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="put each suite's table and plot into README.md's Benchmarks section (make bench)",
+    )
     args = parser.parse_args(argv)
     if args.suite != "all" and args.suite not in SUITES:
         raise Usage(f"unknown suite {args.suite!r}: choose one of {', '.join(SUITES)}, all")
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except Usage as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from benchmarks.readme import publish
     from benchmarks.report import UsageError, machine_info, write_result
 
     mode = "quick" if args.quick else "full" if args.full else "standard"
@@ -125,18 +132,25 @@ def main(argv: list[str] | None = None) -> int:
             forwarded += ["--out", str(args.out)]
             forwarded += ["--address", args.address] if args.address else []
             print(f"{suite}: {SUITES[suite][0]}.main({forwarded})", flush=True)
-            status = max(status, int(module.main(forwarded) or 0))
+            code = int(module.main(forwarded) or 0)
+            status = max(status, code)
+            if args.readme and code == 0 and (args.out / f"{suite}.md").exists():
+                publish(suite, args.out / f"{suite}.md", args.out / f"{suite}.png")
             continue
         run: Callable = module.run
         machine = machine_info()  # before the run: the load average says how busy it was
+        # a suite that keeps files of its own (the loop's demo project) takes --out too
+        extra = {"out": args.out} if "out" in inspect.signature(run).parameters else {}
         try:
-            result = run(mode, address=args.address)
+            result = run(mode, address=args.address, **extra)
         except UsageError as exc:
             print(f"error: {suite}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         paths = write_result(result, args.out, machine=machine, argv=argv, mode=mode)
         print(f"\n{result.headline}")
         print("\n".join(f"wrote {p}" for p in paths.values()), flush=True)
+        if args.readme and result.passed:
+            print(f"updated {publish(suite, paths['table'], paths['plot'])}", flush=True)
         if not result.passed:
             failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed]
             print(f"{suite}: correctness check failed:\n  " + "\n  ".join(failed), file=sys.stderr)

@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-Side = Literal["raymlops", "baseline"]
+#: "goal": a target with no baseline to compare with (the loop suite)
+Side = Literal["raymlops", "baseline", "goal"]
 
 
 class UsageError(Exception):

@@ -76,6 +76,13 @@ AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)."),
 ]
+AllowSchemaChangeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-schema-change",
+        help="Move the alias to a version whose input columns differ; then deploy serving again.",
+    ),
+]
 
 
 #: Ray's output of the running command, when it goes to a log file (see raymlops.output)
@@ -573,6 +580,7 @@ def registry_promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual promotion",
     address: AddressOpt = None,
+    allow_schema_change: AllowSchemaChangeOpt = False,
 ) -> None:
     """Point an alias (champion by default) at a version that verifies; serving follows.
 
@@ -590,7 +598,9 @@ def registry_promote(
     from raymlops.pipeline import open_registry
 
     registry = open_registry(cfg)
-    event = registry.promote(version, alias=alias, reason=reason)
+    event = registry.promote(
+        version, alias=alias, reason=reason, allow_schema_change=allow_schema_change
+    )
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous or '(none)'} → {event.version}  "
         f"[dim]({event.actor}; {_push_to_serving(registry.name, address)})[/]"
@@ -603,10 +613,13 @@ def registry_rollback(
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (goes to the audit log).")] = "manual rollback",
     address: AddressOpt = None,
+    allow_schema_change: AllowSchemaChangeOpt = False,
 ) -> None:
     """Point an alias back at the version it had before; serving follows, as after promote."""
     registry = _registry(config)
-    event = registry.rollback(alias=alias, reason=reason)
+    event = registry.rollback(
+        alias=alias, reason=reason, allow_schema_change=allow_schema_change
+    )
     out.print(
         f"[green]✓[/] {registry.name} {alias}: {event.previous} → {event.version} (rolled back)  "
         f"[dim]({_push_to_serving(registry.name, address)})[/]"
@@ -686,7 +699,7 @@ def serve_command(
         )
         lines = [
             f"[green]✓[/] serving {cfg.name} ({alias}) at [bold]{url}[/]",
-            f"  docs      {url}/docs",
+            f"  docs      {url}/docs" + ("  (with the key)" if api_key else ""),
             f'  predict   POST {url}/v1/models/{cfg.name}:predict  {{"instances": [...]}}',
             f"  key       {key}",
         ]
@@ -950,6 +963,10 @@ def retrain_command(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project.")] = Path("./demo"),
     address: AddressOpt = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the stage times and outcome here (the loop benchmark)."),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole loop on generated churn data: train -> serve -> drift -> retrain job -> swap."""
@@ -975,7 +992,18 @@ def demo(
 
     _quiet_ray("demo", verbose)
     result = run_demo(workdir, address=address, events=show, stage_log=_stage_printer())
-    out.print(_demo_summary(result, time.perf_counter() - started))
+    seconds = time.perf_counter() - started
+    if json_out is not None:
+        outcome = {
+            "seconds": seconds,
+            "stages": result.stages,
+            "champion_before": result.champion_before,
+            "served_version": result.served_version,
+            "windows": len(result.decisions),
+            "retrain_jobs": len(result.jobs),
+        }
+        json_out.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
+    out.print(_demo_summary(result, seconds))
     _print_ray_log()
 
 

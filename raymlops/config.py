@@ -43,12 +43,14 @@ __all__ = [
     "DataConfig",
     "GateConfig",
     "MonitoringConfig",
+    "PredictionLogConfig",
     "ProjectConfig",
     "ServingConfig",
     "TrainingConfig",
     "config_hash",
     "format_validation_error",
     "load_config",
+    "read_yaml",
 ]
 
 ColumnType = Literal["float", "int", "bool", "category", "datetime", "string"]
@@ -66,6 +68,9 @@ CLASSIFICATION_METRICS: dict[str, bool] = {
 REGRESSION_METRICS: dict[str, bool] = {"rmse": False, "mae": False, "r2": True}
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: what an API key may do: ``predict`` (the predict route), ``read`` (status, docs, schema)
+ApiRole = Literal["predict", "read"]
 
 
 class _Strict(BaseModel):
@@ -121,8 +126,19 @@ class ColumnSpec(_Strict):
 
 
 class SplitConfig(_Strict):
-    """A seeded, deterministic train/holdout split (by a hash of the row number)."""
+    """The train/holdout split.
 
+    ``by: row`` (default): seeded and deterministic, by a hash of the row number.
+    ``by: time``: the holdout is the latest ``test_fraction`` of rows by ``time_column`` (a
+    datetime column with ``role: timestamp``; the only one when it is not named), so the model
+    is judged on a period after the one it learned from. The cut is one timestamp: rows at or
+    before it train, rows after it are held out, rows without a time train. The cut comes from
+    per-block quantile sketches (201 points per block), so the holdout share is
+    ``test_fraction`` up to that sketch's error and ties at the cut.
+    """
+
+    by: Literal["row", "time"] = "row"
+    time_column: str | None = None
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = 42
 
@@ -140,11 +156,11 @@ class DuplicatesRule(_Strict):
 class SplitOverlapRule(_Strict):
     """Holdout rows whose feature values equal a training row's, above a share of the holdout.
 
-    ``warn`` by default: when every feature is discrete (a few categories, small ints), equal
-    feature rows on both sides are the nature of the data, not a leak. ``block`` suits
-    continuous features, where equal rows mean copies."""
+    Skipped (with the reason) when every feature is discrete (a few categories, small ints):
+    there equal feature rows on both sides are the nature of the data, not a leak. With a
+    float feature, equal rows mean copies."""
 
-    severity: CheckSeverity = "warn"
+    severity: CheckSeverity = "block"
     max_share: float = Field(default=0.01, ge=0.0, le=1.0)
 
 
@@ -243,6 +259,45 @@ class DataConfig(_Strict):
         if not features:
             raise ValueError("no feature columns: at least one column needs role feature")
         return self
+
+    @model_validator(mode="after")
+    def _time_split_has_a_column(self) -> DataConfig:
+        if self.split.by != "time":
+            if self.split.time_column is not None:
+                raise ValueError("split.time_column is set but split.by is 'row': set by: time")
+            return self
+        stamps = [
+            n
+            for n, s in self.columns.items()
+            if s.effective_role == "timestamp" and s.type == "datetime"
+        ]
+        named = self.split.time_column
+        if named is not None and named not in stamps:
+            raise ValueError(
+                f"split.time_column {named!r} is not a datetime column with role timestamp; "
+                f"those are: {stamps or 'none'}"
+            )
+        if named is None and len(stamps) != 1:
+            raise ValueError(
+                "split.by is 'time' but "
+                + ("no column is" if not stamps else f"{len(stamps)} columns are")
+                + " a datetime with role timestamp: "
+                + ("add one (type: datetime, role: timestamp)" if not stamps
+                   else f"name one in split.time_column ({', '.join(stamps)})")
+            )
+        return self
+
+    @property
+    def split_time_column(self) -> str | None:
+        """The column a ``by: time`` split cuts on (None for ``by: row``)."""
+        if self.split.by != "time":
+            return None
+        if self.split.time_column is not None:
+            return self.split.time_column
+        return next(
+            n for n, s in self.columns.items()
+            if s.effective_role == "timestamp" and s.type == "datetime"
+        )
 
 
 class SearchConfig(_Strict):
@@ -377,6 +432,15 @@ class PredictionLogConfig(_Strict):
     max_queue_rows: int = Field(
         default=100_000, ge=1, description="rows past this are dropped and counted"
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="delete the log's date=YYYY-MM-DD partitions older than this (null: keep all)",
+    )
+    log_ids: bool = Field(
+        default=True,
+        description="log the schema's id columns (role: id); false leaves them out of the log",
+    )
 
 
 class ServingConfig(_Strict):
@@ -397,9 +461,34 @@ class ServingConfig(_Strict):
     reload_poll_s: float = Field(
         default=2.0, gt=0, description="how often replicas check the alias for a new version"
     )
-    api_key_env: str | None = "RAYMLOPS_API_KEY"
+    api_key_env: str | None = Field(
+        default="RAYMLOPS_API_KEY",
+        description="the variable holding the key with every role (predict and read)",
+    )
+    api_keys: dict[str, list[ApiRole]] = Field(
+        default_factory=dict,
+        description=(
+            "more keys: the variable holding each key -> its roles, `predict` (the predict "
+            "route) and `read` (model status, /docs, /openapi.json)"
+        ),
+    )
     canary: CanaryConfig = CanaryConfig()
     prediction_log: PredictionLogConfig = PredictionLogConfig()
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for env, roles in value.items():
+            if not _ENV_NAME.fullmatch(env):
+                raise ValueError(  # not echoed: it may be the key itself, pasted here
+                    "a name is not an environment variable name (letters, digits and _, not "
+                    "starting with a digit): name the variable holding each key, never the key"
+                )
+            if not roles or len(set(roles)) != len(roles):
+                raise ValueError(
+                    f"{env}: list its roles once each, at least one of predict, read"
+                )
+        return value
 
 
 class MonitoringConfig(_Strict):
@@ -544,6 +633,22 @@ def config_hash(config: ProjectConfig) -> str:
 STORAGE_ENV = "RAYMLOPS_STORAGE"
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, read safely and without anchors or aliases.
+
+    Raises:
+        ConfigError: not valid YAML, or it holds an anchor or alias (the message says where).
+    """
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except _YamlAliasError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     """Read and validate a project config; local paths in it are resolved against its folder.
 
@@ -558,14 +663,7 @@ def load_config(path: str | os.PathLike[str]) -> ProjectConfig:
     if not config_path.is_file():
         hint = "create one with `raymlops init DIR`" if not config_path.exists() else "not a file"
         raise ConfigError(f"config file not found: {config_path} ({hint})")
-    try:
-        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except _YamlAliasError as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"{config_path}: not valid YAML{line}: {exc}") from None
+    raw = read_yaml(config_path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping of keys (name, data, training, ...)")
     try:

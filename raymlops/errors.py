@@ -13,6 +13,7 @@ __all__ = [
     "IntegrityError",
     "RaymlopsError",
     "RegistryError",
+    "SchemaChangeError",
     "StorageError",
     "UsageError",
 ]
@@ -46,6 +47,10 @@ class RegistryError(RaymlopsError):
     """A registry request that cannot be served: unknown version or alias, nothing to roll back."""
 
     exit_code = 2
+
+
+class SchemaChangeError(RegistryError):
+    """A promotion or rollback to a version that takes other requests than the one serving."""
 
 
 class DataValidationError(RaymlopsError):

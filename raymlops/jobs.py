@@ -209,9 +209,9 @@ def default_excludes(working_dir: Path, storage: str, source: str) -> list[str]:
 
 
 def _declared_storage(config: Path) -> str:
-    import yaml
+    from raymlops.config import read_yaml
 
-    raw = yaml.safe_load(config.read_text())
+    raw = read_yaml(config)  # the config's own guarded loader: no YAML alias bomb here either
     value = raw.get("storage") if isinstance(raw, dict) else None
     return str(value) if value else "./.raymlops"  # the config's default
 

@@ -94,6 +94,12 @@ class Schema:
         return [n for n in self.names if n != self.target]
 
     @property
+    def id_columns(self) -> list[str]:
+        """Input columns with the role ``id`` (left out of the prediction log with
+        ``serving.prediction_log.log_ids: false``)."""
+        return [n for n in self.input_columns if self.columns[n].effective_role == "id"]
+
+    @property
     def target_spec(self) -> ColumnSpec:
         return self.columns[self.target]
 

@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from raymlops.config import DataChecksConfig
-from raymlops.data.split import holdout_mask
 from raymlops.features.pipeline import ColumnStats, numeric_view
 from raymlops.schema import Schema
 
@@ -49,6 +48,7 @@ __all__ = [
     "check_labels",
     "check_leakage",
     "check_overlap",
+    "check_time_ranges",
     "check_time_split",
     "digest_block",
     "id_findings",
@@ -127,21 +127,23 @@ def _hash_rows(frame: pd.DataFrame) -> np.ndarray:
 
 
 def digest_block(
-    typed: pd.DataFrame, schema: Schema, *, row_offset: int, test_fraction: float, seed: int
+    typed: pd.DataFrame, schema: Schema, *, row_offset: int, holdout: np.ndarray
 ) -> pd.DataFrame:
     """Per-row hashes of a validated block, with its 1-based row numbers and split side.
 
     ``row_offset`` is the number of rows before this block (as for
-    :func:`~raymlops.data.validation.validate_frame`), so the side is the one
-    :func:`~raymlops.data.split.holdout_mask` gives the row in the training split.
+    :func:`~raymlops.data.validation.validate_frame`); ``holdout`` is the block's side of the
+    training split (True: held out), e.g. :func:`~raymlops.data.split.holdout_mask`.
     """
     row_ids = np.arange(row_offset, row_offset + len(typed), dtype=np.int64)
     digest = pd.DataFrame(
         {
             "row": row_ids + 1,
-            "holdout": holdout_mask(row_ids, fraction=test_fraction, seed=seed),
+            "holdout": np.asarray(holdout, dtype=bool),
             "row_hash": _hash_rows(typed[[c for c in schema.names if c in typed]]),
             "feature_hash": _hash_rows(typed[schema.feature_columns]),
+            # a row with a float value: equal features then mean a copy, not a common pattern
+            "continuous": _has_float_value(typed, schema),
         }
     )
     for column in _id_columns(schema):
@@ -151,6 +153,13 @@ def digest_block(
             # a missing id is no id: it cannot leak, so it never matches another row
             digest[f"id:{column}"] = np.where(values.isna().to_numpy(), np.uint64(0), hashes)
     return digest
+
+
+def _has_float_value(typed: pd.DataFrame, schema: Schema) -> np.ndarray:
+    floats = [c for c in schema.feature_columns if schema.columns[c].type == "float" and c in typed]
+    if not floats:
+        return np.zeros(len(typed), dtype=bool)
+    return typed[floats].notna().any(axis=1).to_numpy(dtype=bool)
 
 
 def _id_columns(schema: Schema) -> list[str]:
@@ -238,7 +247,9 @@ def row_findings(digest: pd.DataFrame) -> OverlapFindings:
     repeated = pd.Series(ordered["row_hash"].to_numpy(dtype=np.uint64)).duplicated().to_numpy()
     rows = ordered["row"].to_numpy(dtype=np.int64)
     found.duplicates.add(int(repeated.sum()), rows[repeated][:MAX_ROWS])
-    found.cross_split = _both_sides(ordered, "feature_hash")
+    # only rows with a float value count: equal discrete rows are the nature of such data
+    continuous = ordered["continuous"].to_numpy(dtype=bool)
+    found.cross_split = _both_sides(ordered[continuous], "feature_hash")
     return found
 
 
@@ -267,8 +278,16 @@ def _both_sides(digest: pd.DataFrame, key: str) -> _Overlap:
     return found
 
 
-def check_overlap(found: OverlapFindings, rules: DataChecksConfig) -> list[Finding]:
-    """Duplicates, feature rows on both sides of the split, ids on both sides."""
+def check_overlap(
+    found: OverlapFindings, rules: DataChecksConfig, *, continuous: bool = True
+) -> list[Finding]:
+    """Duplicates, feature rows on both sides of the split, ids on both sides.
+
+    ``continuous``: some feature is a float. When every feature is discrete (int, bool,
+    category) equal feature rows on both sides are what such data looks like, not copies, so
+    the split-overlap check is recorded as skipped with that reason (duplicates and ids are
+    still checked). For the same reason, rows whose float features are all null never count
+    (:func:`row_findings`)."""
     out: list[Finding] = []
     rows = max(found.rows, 1)
     holdout = max(found.rows - found.train_rows, 1)
@@ -287,18 +306,25 @@ def check_overlap(found: OverlapFindings, rules: DataChecksConfig) -> list[Findi
     )
     rule = rules.split_overlap
     share = found.cross_split.count / holdout
-    out.append(
-        _against(
-            "split_overlap",
-            rule.severity,
-            share > rule.max_share,
-            f"{found.cross_split.count} holdout rows ({share:.2%} of the holdout) have the same "
-            "feature values as a training row",
-            value=share,
-            threshold=rule.max_share,
-            rows=found.cross_split.rows,
+    if not continuous:
+        why = (
+            "every feature is discrete (int, bool, category): equal feature rows on both sides "
+            "of the split are the nature of such data, not copies"
         )
-    )
+        out.append(Finding("split_overlap", "skipped", why))
+    else:
+        out.append(
+            _against(
+                "split_overlap",
+                rule.severity,
+                share > rule.max_share,
+                f"{found.cross_split.count} holdout rows ({share:.2%} of the holdout) have the "
+                "same feature values as a training row",
+                value=share,
+                threshold=rule.max_share,
+                rows=found.cross_split.rows,
+            )
+        )
     rule = rules.id_overlap
     for column, leaked in found.ids.items():
         share = leaked.count / holdout
@@ -355,7 +381,8 @@ def check_column_profile(
         message = "has a single value" if constant else "varies"
         out.append(_against("constant", severity, constant, message, column=column))
     if previous is None:
-        return out
+        why = "no previous version's training profile to compare with (no champion)"
+        return [*out, Finding("profile_shift", "skipped", why)]
     rule = rules.profile_shift
     for column, s in stats.items():
         before = previous.get(column)
@@ -524,20 +551,48 @@ def check_labels(
 
 def check_time_split(
     column: str,
-    train_range: tuple[Any, Any] | None,
-    holdout_range: tuple[Any, Any] | None,
+    train_range: tuple[int, int] | None,
+    holdout_range: tuple[int, int] | None,
     rules: DataChecksConfig,
 ) -> list[Finding]:
-    """For a time-based split, the training range must end before the holdout begins."""
+    """For a time-based split, every timestamp column's training range (ns since the epoch)
+    must end before its holdout range begins: a later time in training is the future leaking
+    into what the model learned from."""
     if train_range is None or holdout_range is None:
         return [Finding("time_split", "skipped", "one side of the split has no timestamps", column)]
     overlap = train_range[1] >= holdout_range[0]
+    end, start = _when(train_range[1]), _when(holdout_range[0])
     message = (
-        f"training runs to {train_range[1]}, the holdout starts at {holdout_range[0]}"
+        f"training runs to {end}, after the holdout starts at {start}"
         if overlap
-        else f"training ends {train_range[1]} before the holdout starts {holdout_range[0]}"
+        else f"training ends {end}, before the holdout starts {start}"
     )
     return [_against("time_split", rules.leakage.severity, overlap, message, column=column)]
+
+
+def _when(ns: int) -> str:
+    return pd.Timestamp(ns, tz="UTC").isoformat()
+
+
+def check_time_ranges(
+    ranges: Mapping[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] | None,
+    schema: Schema,
+    rules: DataChecksConfig,
+) -> list[Finding]:
+    """:func:`check_time_split` for each timestamp column of a ``by: time`` split; for a row
+    split, one skipped entry that says why."""
+    if ranges is None:
+        stamps = [c for c in schema.input_columns if schema.columns[c].effective_role == "timestamp"]
+        why = (
+            "the split is by row (data.split.by: row): set by: time to hold out the latest rows"
+            if stamps
+            else "no timestamp column to split on"
+        )
+        return [Finding("time_split", "skipped", why)]
+    out: list[Finding] = []
+    for column, (train_range, holdout_range) in ranges.items():
+        out += check_time_split(column, train_range, holdout_range, rules)
+    return out
 
 
 # -- all together -------------------------------------------------------------------------------
@@ -553,14 +608,18 @@ class CheckInputs:
     class_counts: Mapping[Any, int] | None = None
     target_stats: ColumnStats | None = None
     previous_stats: Mapping[str, ColumnStats] | None = None
+    #: a ``by: time`` split's timestamp ranges per column (train, holdout); None for a row split
+    time_ranges: Mapping[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] | None = None
 
 
 def run_checks(inputs: CheckInputs, schema: Schema, rules: DataChecksConfig) -> ChecksReport:
     """Every enabled check over ``inputs``; checks whose severity is ``off`` are left out."""
     findings: list[Finding] = []
-    findings += check_overlap(inputs.overlap, rules)
+    continuous = any(schema.columns[c].type == "float" for c in schema.feature_columns)
+    findings += check_overlap(inputs.overlap, rules, continuous=continuous)
     findings += check_column_profile(inputs.stats, rules, inputs.previous_stats)
     findings += check_leakage(inputs.sample, schema, rules)
     findings += check_labels(inputs.class_counts, inputs.target_stats, schema, rules)
+    findings += check_time_ranges(inputs.time_ranges, schema, rules)
     enabled = [f for f in findings if rules.severity_of(f.check) != "off"]
     return ChecksReport(tuple(enabled), inputs.overlap.rows)

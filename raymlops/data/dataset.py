@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import ray
 
 from raymlops.data.checks import OverlapFindings, digest_block, id_findings, row_findings
 from raymlops.data.sources import file_digest, load_sklearn_frame, resolve_source
-from raymlops.data.split import holdout_mask, unit_hash
+from raymlops.data.split import holdout_mask, time_cut, unit_hash
 from raymlops.data.validation import ValidationReport, validate_frame
 from raymlops.errors import DataValidationError
 from raymlops.schema import Schema
@@ -238,6 +238,10 @@ def sample_rows(dataset: ray.data.Dataset, rows: int, *, seed: int) -> pd.DataFr
 BlockSummary = Callable[[pd.DataFrame], Any]
 
 
+#: a timestamp column's [min, max] on each side of the split, as ns since the epoch (UTC)
+TimeRange = tuple[int, int]
+
+
 @dataclass
 class SplitBlocks:
     """Typed rows validated and split in one pass, as blocks in the object store.
@@ -258,26 +262,94 @@ class SplitBlocks:
     rows: int
     train_rows: int
     holdout_rows: int
+    #: for a ``by: time`` split, each timestamp column's (train, holdout) ranges (None: no times)
+    time_ranges: dict[str, tuple[TimeRange | None, TimeRange | None]] = field(default_factory=dict)
+    #: for a ``by: time`` split, the cut (ns since the epoch): rows after it are held out
+    time_cut: int | None = None
+
+
+#: points of one block's quantile sketch of the split's time column
+_SKETCH_POINTS = 201
+
+
+def _nanoseconds(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A datetime column as int64 ns since the epoch (UTC), and where it has a value."""
+    stamps = pd.DatetimeIndex(values)
+    return stamps.asi8, ~np.asarray(stamps.isna())
+
+
+def _range(ns: np.ndarray) -> TimeRange | None:
+    return (int(ns.min()), int(ns.max())) if len(ns) else None
+
+
+def _split_side(
+    typed: pd.DataFrame,
+    holdout: np.ndarray,
+    schema: Schema,
+    offset: int,
+    summarize: BlockSummary | None,
+    time_columns: list[str],
+) -> tuple[Any, ...]:
+    """One validated block cut by ``holdout``: the two sides, counts and summary, digests."""
+    digest = digest_block(typed, schema, row_offset=offset, holdout=holdout)
+    train, held = typed[~holdout], typed[holdout]
+    summary = summarize(train) if summarize is not None else None
+    ranges = {}
+    for column in time_columns:
+        ns, known = _nanoseconds(typed[column])
+        ranges[column] = (_range(ns[known & ~holdout]), _range(ns[known & holdout]))
+    return train, held, (len(train), len(held), summary, ranges), digest
+
+
+def _typed_block(block: Any, schema: Schema, offset: int) -> tuple[pd.DataFrame, ValidationReport]:
+    if isinstance(block, _Piece):
+        block = block.read()
+    frame = block.to_pandas() if isinstance(block, pa.Table) else block
+    typed, report = validate_frame(frame, schema, row_offset=offset, require_target=True)
+    typed[ROW_ID] = np.arange(offset, offset + len(typed), dtype=np.int64)
+    return typed, report
 
 
 @ray.remote(num_returns=5)
 def _validate_split_block(  # type: ignore[no-untyped-def]
     block, schema_dict: dict, offset: int, fraction: float, seed: int, summarize
 ):
-    if isinstance(block, _Piece):
-        block = block.read()
-    frame = block.to_pandas() if isinstance(block, pa.Table) else block
     schema = Schema.from_dict(schema_dict)
-    typed, report = validate_frame(frame, schema, row_offset=offset, require_target=True)
+    typed, report = _typed_block(block, schema, offset)
     if not report.ok:  # the run stops at the merged report: no rows travel further
-        return None, None, report, (0, 0, None), None
-    # the dataset checks' row hashes, from the same typed rows (no second read)
-    digest = digest_block(typed, schema, row_offset=offset, test_fraction=fraction, seed=seed)
-    typed[ROW_ID] = np.arange(offset, offset + len(typed), dtype=np.int64)
+        return None, None, report, (0, 0, None, {}), None
     mask = holdout_mask(typed[ROW_ID].to_numpy(), fraction=fraction, seed=seed)
-    train, holdout = typed[~mask], typed[mask]
-    summary = summarize(train) if summarize is not None else None
-    return train, holdout, report, (len(train), len(holdout), summary), digest
+    train, held, counts, digest = _split_side(typed, mask, schema, offset, summarize, [])
+    return train, held, report, counts, digest
+
+
+@ray.remote(num_returns=3)
+def _validate_sketch_block(block, schema_dict: dict, offset: int, column: str):  # type: ignore[no-untyped-def]
+    """Pass one of a time split: the typed block stays in the object store, and a quantile
+    sketch of its times comes back."""
+    typed, report = _typed_block(block, Schema.from_dict(schema_dict), offset)
+    if not report.ok:
+        return None, report, None
+    ns, known = _nanoseconds(typed[column])
+    ns = ns[known]
+    sketch = (
+        (np.quantile(ns, np.linspace(0, 1, _SKETCH_POINTS), method="lower"), len(ns))
+        if len(ns)
+        else None
+    )
+    return typed, report, sketch
+
+
+@ray.remote(num_returns=4)
+def _cut_block(  # type: ignore[no-untyped-def]
+    typed, schema_dict: dict, offset: int, column: str, cut: int, summarize, time_columns: list
+):
+    """Pass two of a time split, on the typed block (no second read): after ``cut`` is held out."""
+    ns, known = _nanoseconds(typed[column])
+    holdout = known & (ns > cut)
+    return _split_side(
+        typed, holdout, Schema.from_dict(schema_dict), offset, summarize, time_columns
+    )
 
 
 def load_split(
@@ -287,6 +359,7 @@ def load_split(
     fraction: float,
     seed: int,
     summarize: BlockSummary | None = None,
+    time_column: str | None = None,
 ) -> SplitBlocks:
     """Read, validate and split ``source`` in one pass over its blocks, in Ray tasks.
 
@@ -295,9 +368,14 @@ def load_split(
     ``summarize`` to its training rows (statistics, sample candidates): the rows stay in the
     object store, only reports, counts and summaries come back.
 
+    With ``time_column`` (``split.by: time``) the file is still read once: the validating tasks
+    also return a quantile sketch of the column, the driver picks the cut from the sketches
+    (:func:`time_cut`), and a second task per typed block holds out the rows after the cut.
+
     Raises:
         ConfigError: the source does not exist or has an unknown format.
-        DataValidationError: a file is empty or a block breaks the schema (merged report).
+        DataValidationError: a file is empty or a block breaks the schema (merged report), or
+            no row has a time to split on.
     """
     if resolve_source(source).kind == "parquet":
         block_refs, offsets, files, digest = _parquet_pieces(source)
@@ -305,28 +383,82 @@ def load_split(
         block_refs, offsets, files, digest = _read_blocks(source, schema)
     schema_dict = schema.to_dict()
     summarize_ref = ray.put(summarize)
-    outputs = [
-        _validate_split_block.remote(ref, schema_dict, offset, fraction, seed, summarize_ref)
-        for ref, offset in zip(block_refs, offsets, strict=True)
-    ]
-    del block_refs  # the raw blocks are freed once their tasks are done
-    report = ValidationReport.merge(ray.get([out[2] for out in outputs]))
-    if not report.ok:
-        raise DataValidationError(report.render(), report=report)
-    counts = ray.get([out[3] for out in outputs])
+    cut = None
+    if time_column is None:
+        outputs = [
+            _validate_split_block.remote(ref, schema_dict, offset, fraction, seed, summarize_ref)
+            for ref, offset in zip(block_refs, offsets, strict=True)
+        ]
+        del block_refs  # the raw blocks are freed once their tasks are done
+        report = ValidationReport.merge(ray.get([out[2] for out in outputs]))
+        if not report.ok:
+            raise DataValidationError(report.render(), report=report)
+        counts = ray.get([out[3] for out in outputs])
+        train, holdout, digests = (
+            [out[0] for out in outputs],
+            [out[1] for out in outputs],
+            [out[4] for out in outputs],
+        )
+    else:
+        typed = [
+            _validate_sketch_block.remote(ref, schema_dict, offset, time_column)
+            for ref, offset in zip(block_refs, offsets, strict=True)
+        ]
+        del block_refs
+        report = ValidationReport.merge(ray.get([out[1] for out in typed]))
+        if not report.ok:
+            raise DataValidationError(report.render(), report=report)
+        try:
+            cut = time_cut(ray.get([out[2] for out in typed]), fraction)
+        except ValueError:
+            raise DataValidationError(
+                f"split.by is 'time' but column {time_column!r} has no value in any row: fill "
+                "it, or split by row (data.split.by: row)"
+            ) from None
+        # every timestamp column's ranges, for the check that no other time leaks the future
+        stamps = [
+            c
+            for c in schema.input_columns
+            if schema.columns[c].effective_role == "timestamp"
+            and schema.columns[c].type == "datetime"
+        ]
+        outputs = [
+            _cut_block.remote(out[0], schema_dict, offset, time_column, cut, summarize_ref, stamps)
+            for out, offset in zip(typed, offsets, strict=True)
+        ]
+        del typed
+        counts = ray.get([out[2] for out in outputs])
+        train, holdout, digests = (
+            [out[0] for out in outputs],
+            [out[1] for out in outputs],
+            [out[3] for out in outputs],
+        )
+    ranges: dict[str, tuple[TimeRange | None, TimeRange | None]] = {}
+    for *_, block_ranges in counts:
+        for column, (train_range, holdout_range) in block_ranges.items():
+            before = ranges.get(column, (None, None))
+            ranges[column] = (_union(before[0], train_range), _union(before[1], holdout_range))
     return SplitBlocks(
-        train=[out[0] for out in outputs],
-        holdout=[out[1] for out in outputs],
-        summaries=[summary for _, _, summary in counts],
-        digests=[out[4] for out in outputs],
+        train=train,
+        holdout=holdout,
+        summaries=[summary for _, _, summary, _ in counts],
+        digests=digests,
         report=report,
         source=source,
         files=files,
         digest=digest,
         rows=report.rows,
-        train_rows=sum(n for n, _, _ in counts),
-        holdout_rows=sum(n for _, n, _ in counts),
+        train_rows=sum(n for n, _, _, _ in counts),
+        holdout_rows=sum(n for _, n, _, _ in counts),
+        time_ranges=ranges,
+        time_cut=cut,
     )
+
+
+def _union(a: TimeRange | None, b: TimeRange | None) -> TimeRange | None:
+    if a is None or b is None:
+        return a or b
+    return (min(a[0], b[0]), max(a[1], b[1]))
 
 
 def sample_candidates(frame: pd.DataFrame, rows: int, *, seed: int) -> pd.DataFrame:

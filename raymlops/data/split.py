@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["holdout_mask", "unit_hash"]
+__all__ = ["holdout_mask", "time_cut", "unit_hash"]
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -32,3 +32,17 @@ def unit_hash(row_ids: np.ndarray, seed: int) -> np.ndarray:
 def holdout_mask(row_ids: np.ndarray, *, fraction: float, seed: int) -> np.ndarray:
     """True for the rows that go to the holdout side (about ``fraction`` of them)."""
     return unit_hash(np.asarray(row_ids), seed) < fraction
+
+
+def time_cut(sketches: list[tuple[np.ndarray, int] | None], fraction: float) -> int:
+    """The time at which ``1 - fraction`` of all known times lie at or before it, from the
+    blocks' quantile sketches (each point stands for its block's rows / points)."""
+    known = [s for s in sketches if s is not None]
+    if not known:
+        raise ValueError("no row has a time")
+    points = np.concatenate([points for points, _ in known])
+    weights = np.concatenate([np.full(len(points), n / len(points)) for points, n in known])
+    order = np.argsort(points, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    at = np.searchsorted(cumulative, (1.0 - fraction) * cumulative[-1], side="left")
+    return int(points[order][min(at, len(points) - 1)])

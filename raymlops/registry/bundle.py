@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from raymlops.registry.card import CARD_HTML, CARD_MD, CardData, render_card
-from raymlops.registry.store import MANIFEST, Registry
+from raymlops.registry.store import MANIFEST, SCHEMA, Registry
 
 __all__ = ["BundleReader", "VersionBundle", "json_bytes"]
 
@@ -60,7 +60,7 @@ class VersionBundle:
     """Everything a version holds, in memory, ready to register."""
 
     FEATURES: ClassVar[str] = "features.json"
-    SCHEMA: ClassVar[str] = "schema.json"
+    SCHEMA: ClassVar[str] = SCHEMA
     REFERENCE: ClassVar[str] = "reference.parquet"
     METRICS: ClassVar[str] = "metrics.json"
     GATE: ClassVar[str] = "gate.json"

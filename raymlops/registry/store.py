@@ -40,12 +40,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from raymlops.errors import IntegrityError, RegistryError
+from raymlops.errors import IntegrityError, RegistryError, SchemaChangeError
+from raymlops.registry.compat import input_schema_change
 from raymlops.storage import Storage
 
 __all__ = ["MANIFEST", "AuditEvent", "Registry", "RegistryReport", "VerifyReport", "VersionInfo"]
 
 MANIFEST = "MANIFEST.json"
+SCHEMA = "schema.json"  # the name bundle.VersionBundle.SCHEMA gives it
 CHAMPION = "champion"
 # every name that becomes part of a path is matched whole (fullmatch: `$` accepts a trailing
 # newline) and can never be `..` or hold a `/`
@@ -441,8 +443,46 @@ class Registry:
                 ) from None
         return events
 
+    def schema_change(self, alias: str, version: str) -> str | None:
+        """How the requests ``version`` takes differ from those of the version ``alias`` names
+        now (the champion's, while ``alias`` names none), or None (also when either version
+        has no ``schema.json``). See :func:`raymlops.registry.compat.input_schema_change`."""
+        aliases = self.aliases()
+        current = aliases.get(alias) or aliases.get(CHAMPION)
+        if current is None or current == version:
+            return None
+        schemas = []
+        for name in (current, version):
+            manifest = self.manifest(name)
+            if SCHEMA not in manifest["files"]:
+                return None
+            schemas.append(json.loads(self.read_verified(name, SCHEMA, manifest)))
+        change = input_schema_change(schemas[0], schemas[1])
+        return None if change is None else f"{version} vs {current}: {change}"
+
+    def _refuse_schema_change(self, alias: str, version: str) -> None:
+        change = self.schema_change(alias, version)
+        if change is not None:
+            # serving keeps the request model of the version it was deployed with: every
+            # request would be a 422 (or reach a model that cannot read it)
+            raise SchemaChangeError(
+                f"{self.name}: refusing to move {alias!r}: the input schema changed ({change}). "
+                "Running servers keep the request model they were deployed with and would "
+                "refuse every request. If the change is meant, add --allow-schema-change to "
+                "`raymlops registry promote` or `rollback` "
+                "(Registry.promote(..., allow_schema_change=True)), then deploy serving again "
+                "(`raymlops serve --config C`, or `serve deploy`)"
+            )
+
     def _move_alias(
-        self, alias: str, version: str, *, action: str, reason: str, actor: str | None
+        self,
+        alias: str,
+        version: str,
+        *,
+        action: str,
+        reason: str,
+        actor: str | None,
+        allow_schema_change: bool = False,
     ) -> AuditEvent:
         report = self.verify(version)
         if not report.ok:
@@ -450,6 +490,8 @@ class Registry:
                 f"{self.name} {version} does not verify, so {alias!r} stays where it is:\n  "
                 + "\n  ".join(report.problems)
             )
+        if not allow_schema_change:
+            self._refuse_schema_change(alias, version)
         aliases = self.aliases()
         event = AuditEvent(
             _now(), action, alias, version, aliases.get(alias), actor or _actor(), reason
@@ -464,12 +506,22 @@ class Registry:
         return event
 
     def promote(
-        self, ref: str, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None
+        self,
+        ref: str,
+        *,
+        alias: str = CHAMPION,
+        reason: str = "",
+        actor: str | None = None,
+        allow_schema_change: bool = False,
     ) -> AuditEvent:
         """Point ``alias`` at a version that verifies, and log it.
 
+        ``allow_schema_change`` lets the alias move to a version whose requests differ from
+        the current one's (:meth:`schema_change`); serving must then be deployed again.
+
         Raises:
             RegistryError: unknown version or bad alias name.
+            SchemaChangeError: the version takes other requests and the change is not allowed.
             IntegrityError: the version does not verify.
         """
         if not _ALIAS.fullmatch(alias) or _VERSION.fullmatch(alias):
@@ -477,13 +529,22 @@ class Registry:
                 f"alias {alias!r} is not a valid name (lowercase letters, digits, - and _)"
             )
         # the probe takes seconds: it runs before the lock (versions are immutable), and again
-        # under it only if the ref now names another version
+        # under it only if the ref now names another version; a schema change is refused first
+        if not allow_schema_change:
+            self._refuse_schema_change(alias, self.resolve(ref))
         probed = self._probe(self.resolve(ref))
         with self.storage.lock(self._p(".lock")):
             version = self.resolve(ref)
             if version != probed:
                 self._probe(version)
-            return self._move_alias(alias, version, action="promote", reason=reason, actor=actor)
+            return self._move_alias(
+                alias,
+                version,
+                action="promote",
+                reason=reason,
+                actor=actor,
+                allow_schema_change=allow_schema_change,
+            )
 
     def committed_events(self, alias: str = CHAMPION) -> list[AuditEvent]:
         """The audit events of ``alias`` whose move took effect, oldest first.
@@ -523,19 +584,34 @@ class Registry:
         return stack
 
     def rollback(
-        self, *, alias: str = CHAMPION, reason: str = "", actor: str | None = None
+        self,
+        *,
+        alias: str = CHAMPION,
+        reason: str = "",
+        actor: str | None = None,
+        allow_schema_change: bool = False,
     ) -> AuditEvent:
         """Point ``alias`` back at the version it had before its current one.
 
         Raises:
             RegistryError: the alias has no earlier version.
+            SchemaChangeError: that version takes other requests (see :meth:`promote`).
         """
+        if not allow_schema_change:
+            self._refuse_schema_change(alias, self._rollback_target(alias))
         probed = self._probe(self._rollback_target(alias))
         with self.storage.lock(self._p(".lock")):
             target = self._rollback_target(alias)
             if target != probed:
                 self._probe(target)
-            return self._move_alias(alias, target, action="rollback", reason=reason, actor=actor)
+            return self._move_alias(
+                alias,
+                target,
+                action="rollback",
+                reason=reason,
+                actor=actor,
+                allow_schema_change=allow_schema_change,
+            )
 
     def _rollback_target(self, alias: str) -> str:
         history = self.history(alias)

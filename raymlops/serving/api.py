@@ -12,8 +12,14 @@ Routes::
     GET  /v1/models/{name}           -> {"name", "ready", "model_version", "canary"}
     GET  /healthz                    alive
     GET  /readyz                     a model is loaded (503 otherwise)
+    GET  /docs, /redoc, /openapi.json   the request model from the schema
 
-Bad input never gets a 5xx: malformed JSON 400, a key that is missing or wrong 401, an unknown
+With keys (``serving.api_key_env``, ``serving.api_keys``) every route but ``/``, ``/healthz``
+and ``/readyz`` wants one: a key with the ``predict`` role for the predict route, with ``read``
+for the others (docs included); a key without the role gets 403.
+
+Bad input never gets a 5xx: malformed JSON 400, a key that is missing or wrong 401, a key
+without the route's role 403, an unknown
 model 404, a body over ``max_body_bytes`` 413, a content type other than JSON 415, and rows that
 break the schema 422. Every error body is ``{"error": {"code", "message", "details": [{"row",
 "field", "message"}]}}``.
@@ -29,9 +35,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,8 +47,9 @@ import msgspec
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,7 +57,7 @@ from starlette.requests import ClientDisconnect
 
 from raymlops.config import ServingConfig
 from raymlops.contract import Columns, RequestContract, RequestRejected, report_details
-from raymlops.errors import DataValidationError
+from raymlops.errors import ConfigError, DataValidationError
 from raymlops.predictor import Prediction, Predictor
 from raymlops.schema import Schema
 
@@ -60,6 +69,7 @@ __all__ = [
     "PredictOutput",
     "ServiceOverloaded",
     "SplitBackend",
+    "api_keys_from_env",
     "create_app",
     "log_access",
     "predict_columns",
@@ -226,6 +236,10 @@ class _Unauthorized(Exception):
     pass
 
 
+class _Forbidden(Exception):
+    pass
+
+
 class _NotReady(Exception):
     pass
 
@@ -247,11 +261,31 @@ class AccessRecord:
     rows: int | None
 
     def line(self) -> str:
+        # the path comes from the client, percent-decoded: escaped, it cannot end the line
+        # ("%0A" forged a log line) or add a field (a space)
         return (
-            f"request_id={self.request_id} {self.method} {self.path} status={self.status} "
+            f"request_id={_escape(self.request_id)} {_escape(self.method)} {_escape(self.path)} "
+            f"status={self.status} "
             f"version={self.model_version or '-'} rows={self.rows if self.rows is not None else '-'} "
             f"latency_ms={self.latency_s * 1000:.1f}"
         )
+
+
+def _escape(text: str) -> str:
+    """``text`` as one token on one line: every character but printable ASCII (and the
+    backslash) written as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
+    return "".join(c if "!" <= c <= "~" and c != "\\" else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+#: a request id a client may choose; any other is replaced by a made one
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def log_access(record: AccessRecord) -> None:
@@ -291,7 +325,8 @@ class RequestGuard:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        request_id = headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = {"code": 500}
@@ -411,6 +446,7 @@ class PredictResponse(BaseModel):
 _ERRORS = {
     400: "malformed JSON",
     401: "missing or wrong API key",
+    403: "the key does not have this route's role (predict or read)",
     404: "no such model (the path names one of the served models)",
     405: "method not allowed (predict is POST)",
     413: "body over the limit",
@@ -428,6 +464,41 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 _encode = msgspec.json.encode
 
 
+#: every role; the key in ``serving.api_key_env`` has them all
+ROLES = frozenset({"predict", "read"})
+
+
+def api_keys_from_env(
+    serving: ServingConfig, environ: Mapping[str, str] = os.environ
+) -> dict[str, frozenset[str]]:
+    """The keys of ``serving.api_keys`` (variable name -> roles) with their roles, read from
+    ``environ`` (in Serve: the replica's own environment, so no key travels with the app).
+
+    Raises:
+        ConfigError: a variable it names is not set.
+    """
+    keys: dict[str, frozenset[str]] = {}
+    for env, roles in serving.api_keys.items():
+        value = environ.get(env)
+        if not value:
+            raise ConfigError(
+                f"serving.api_keys names {env}, which is not set in this process's environment "
+                "(a Serve replica's): set it on every node (Kubernetes Secret, launcher env), "
+                "or remove it from the config"
+            )
+        keys[value] = keys.get(value, frozenset()) | frozenset(roles)
+    return keys
+
+
+def _roles_of(given: str | None, keys: Mapping[str, Collection[str]]) -> Collection[str] | None:
+    """The roles of the key ``given`` (compared in constant time with every key), or None."""
+    found: Collection[str] | None = None
+    for key, roles in keys.items():
+        if given and hmac.compare_digest(given.encode(), key.encode()):
+            found = roles
+    return found
+
+
 def create_app(
     *,
     name: str,
@@ -435,6 +506,7 @@ def create_app(
     serving: ServingConfig,
     backend: Backend | None = None,
     api_key: str | None = None,
+    api_keys: Mapping[str, Collection[str]] | None = None,
     backend_key: str | None = None,
     observer: Callable[[AccessRecord], None] | None = None,
     echo_request_id: bool = True,
@@ -447,6 +519,9 @@ def create_app(
     ``echo_request_id=False`` where a proxy in front already returns ``X-Request-Id`` (Serve's
     proxy does, and forwards the id it uses to the app, which logs it). ``examples`` are rows
     shown on ``/docs`` (the ones that pass the schema).
+
+    ``api_key`` has every role; ``api_keys`` maps more keys to their roles (default: those of
+    ``serving.api_keys``, read from this process's environment by :func:`api_keys_from_env`).
 
     The request body is decoded by the schema's :class:`~raymlops.contract.RequestContract`:
     its decoder checks the rows, and its type is the request model of ``/openapi.json``.
@@ -462,16 +537,26 @@ def create_app(
     if valid_examples:
         body_schema["example"] = {"instances": valid_examples}
 
+    keys: dict[str, Collection[str]] = dict(
+        api_keys_from_env(serving) if api_keys is None else api_keys
+    )
+    if api_key:
+        keys[api_key] = ROLES
     auth_note = (
-        "Every endpoint but /, /healthz and /readyz needs `Authorization: Bearer <key>` or "
-        "`X-API-Key`."
-        if api_key
+        "Every endpoint but /, /healthz and /readyz (this page too) needs `Authorization: "
+        "Bearer <key>` or `X-API-Key`: predict needs a key with the `predict` role, the others "
+        "one with `read`."
+        if keys
         else "No API key is configured: the server only binds 127.0.0.1 by default."
     )
     app = FastAPI(
         title=f"raymlops: {name}",
         description=f"Predictions from the champion of `{name}` (KServe V1 shapes). {auth_note}",
         version="1",
+        # served below, behind the key: the page lists every column and its ranges
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.backend = backend
     app.add_middleware(
@@ -483,19 +568,30 @@ def create_app(
     bearer = HTTPBearer(auto_error=False)
     header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
-    async def require_key(
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-        key: str | None = Depends(header_key),  # noqa: B008
-    ) -> None:
-        if api_key is None:
-            return
-        given = credentials.credentials if credentials else key
-        if not given or not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise _Unauthorized
+    def requires(role: str) -> Any:
+        async def check(
+            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+            key: str | None = Depends(header_key),  # noqa: B008
+        ) -> None:
+            if not keys:
+                return
+            roles = _roles_of(credentials.credentials if credentials else key, keys)
+            if roles is None:
+                raise _Unauthorized
+            if role not in roles:
+                raise _Forbidden(role)
+
+        return Depends(check)
+
+    can_predict, can_read = requires("predict"), requires("read")
 
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
         return _error(401, "missing or wrong API key", WWW_Authenticate="Bearer")
+
+    @app.exception_handler(_Forbidden)
+    async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+        return _error(403, f"this key does not have the {exc.args[0]!r} role this route needs")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -545,9 +641,24 @@ def create_app(
             {"ready": bool(status.get("ready")), "model_version": status.get("model_version")}
         )
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[can_read])
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    def spec_url(request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/") + "/openapi.json"  # Serve's prefix
+
+    @app.get("/docs", include_in_schema=False, dependencies=[can_read])
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=spec_url(request), title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[can_read])
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=spec_url(request), title=f"{app.title} - ReDoc")
+
     @app.get(
-        "/v1/models", dependencies=[Depends(require_key)], tags=["models"],
-        responses=_responses(401),
+        "/v1/models", dependencies=[can_read], tags=["models"],
+        responses=_responses(401, 403),
     )
     async def list_models() -> dict[str, list[str]]:
         """KServe V1: the served models."""
@@ -555,9 +666,9 @@ def create_app(
 
     @app.get(
         "/v1/models/{model}",
-        dependencies=[Depends(require_key)],
+        dependencies=[can_read],
         tags=["models"],
-        responses=_responses(401, 404, 405, 503),
+        responses=_responses(401, 403, 404, 405, 503),
     )
     async def model_status(model: str) -> Any:
         if model.endswith(":predict"):
@@ -578,9 +689,9 @@ def create_app(
     @app.post(
         "/v1/models/{model}:predict",
         response_model=PredictResponse,
-        dependencies=[Depends(require_key)],
+        dependencies=[can_predict],
         tags=["models"],
-        responses=_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        responses=_responses(400, 401, 403, 404, 413, 415, 422, 503, 504),
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": body_schema}}
         },

@@ -7,7 +7,9 @@ reported by :meth:`PredictionLog.stats`), never silently lost. The default sink,
 the monitoring actor is another sink (issue 5).
 
 Each logged row holds the input columns, ``prediction``, ``probability_<class>`` for
-classification, ``model_version``, ``request_id`` and ``logged_at`` (UTC).
+classification, ``model_version``, ``request_id`` and ``logged_at`` (UTC). The log holds raw
+inputs: ``serving.prediction_log.log_ids: false`` leaves the schema's id columns out, and
+``retention_days`` makes the sink delete partitions older than that many days.
 
 Example:
     >>> log = PredictionLog([ParquetSink(storage, "churn")], max_queue_rows=100_000)  # doctest: +SKIP
@@ -23,9 +25,9 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -53,6 +55,10 @@ class LogBatch(Protocol):
     def to_frame(self) -> pd.DataFrame: ...
 
 
+#: a sink looks for partitions past the retention at most this often
+_PRUNE_EVERY_S = 3600.0
+
+
 class ParquetSink:
     """Buffers rows and writes a Parquet file every ``flush_rows`` rows or ``flush_s`` seconds.
 
@@ -60,6 +66,10 @@ class ParquetSink:
     tried again ``retries`` times with exponential back-off (``backoff_s``, doubling); rows
     still not written then are given up and counted in ``dropped_rows``. A string Parquet
     cannot hold (a lone UTF-16 surrogate) is written escaped rather than failing the file.
+
+    ``drop_columns`` are never written (the id columns, with ``log_ids: false``). With
+    ``retention_days``, after a write (at most hourly) the ``date=`` partitions older than that
+    many days (UTC, by ``clock``) are deleted and counted in ``pruned_partitions``.
     """
 
     def __init__(
@@ -72,6 +82,9 @@ class ParquetSink:
         retries: int = 3,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        drop_columns: Sequence[str] = (),
+        retention_days: int | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self.storage = storage
         self.name = name
@@ -80,14 +93,43 @@ class ParquetSink:
         self.retries = retries
         self.backoff_s = backoff_s
         self._sleep = sleep
+        self.drop_columns = tuple(drop_columns)
+        self.retention_days = retention_days
+        self._clock = clock
+        self._next_prune = 0.0
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
         self.files_written = 0
         self.written_rows = 0
         self.dropped_rows = 0
+        self.pruned_partitions = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        storage: Storage,
+        name: str,
+        settings: Mapping[str, Any],
+        *,
+        id_columns: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> ParquetSink:
+        """The sink ``serving.prediction_log`` describes (its ``model_dump()``); ``id_columns``
+        are the schema's id columns, left out when ``log_ids`` is false."""
+        return cls(
+            storage,
+            name,
+            flush_rows=settings["flush_rows"],
+            flush_s=settings["flush_s"],
+            drop_columns=() if settings.get("log_ids", True) else id_columns,
+            retention_days=settings.get("retention_days"),
+            **kwargs,
+        )
 
     def write(self, rows: pd.DataFrame) -> None:
+        if self.drop_columns:
+            rows = rows.drop(columns=[c for c in self.drop_columns if c in rows.columns])
         self._buffer.append(rows)
         self._buffered += len(rows)
         if self._buffered >= self.flush_rows:
@@ -104,7 +146,7 @@ class ParquetSink:
             return
         frame = pd.concat(self._buffer, ignore_index=True)
         rows = len(frame)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = self._clock()
         path = (
             f"predictions/{self.name}/date={now:%Y-%m-%d}/"
             f"{now:%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
@@ -128,6 +170,35 @@ class ParquetSink:
         self._buffer, self._buffered = [], 0  # only now: the rows are on storage
         self.files_written += 1
         self.written_rows += rows
+        if self.retention_days is not None and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + _PRUNE_EVERY_S
+            try:
+                self.prune()
+            except Exception:  # the rows are written; retention is tried again later
+                _log.exception("prediction log: deleting old partitions failed")
+
+    def prune(self) -> list[str]:
+        """Delete the ``date=`` partitions older than ``retention_days``; returns their names."""
+        if self.retention_days is None:
+            return []
+        oldest_kept = (self._clock() - dt.timedelta(days=self.retention_days)).date()
+        folder = f"predictions/{self.name}"
+        removed = []
+        for entry in sorted(self.storage.list_dir(folder)):
+            try:
+                day = dt.date.fromisoformat(entry.removeprefix("date="))
+            except ValueError:
+                continue  # not a partition of this log
+            if entry.startswith("date=") and day < oldest_kept:
+                self.storage.delete_dir(f"{folder}/{entry}")
+                removed.append(entry)
+        self.pruned_partitions += len(removed)
+        if removed:
+            _log.info(
+                "prediction log: deleted %d partitions older than %d days (%s .. %s)",
+                len(removed), self.retention_days, removed[0], removed[-1],
+            )
+        return removed
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -148,13 +219,15 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 @dataclass(frozen=True)
 class LogStats:
     """Counts of the log: rows offered, handed to the sinks, dropped on a full queue, waiting;
-    and rows a sink gave up after its retries (``sink_dropped_rows``)."""
+    rows a sink gave up after its retries (``sink_dropped_rows``), and rows the Parquet sink
+    has on storage (``stored_rows``: the others wait in its buffer)."""
 
     offered_rows: int
     written_rows: int
     dropped_rows: int
     queued_rows: int
     sink_dropped_rows: int = 0
+    stored_rows: int = 0
 
 
 class PredictionLog:
@@ -216,9 +289,10 @@ class PredictionLog:
 
     def stats(self) -> LogStats:
         sink_dropped = sum(getattr(sink, "dropped_rows", 0) for sink in self.sinks)
+        stored = sum(s.written_rows for s in self.sinks if isinstance(s, ParquetSink))
         with self._lock:
             return LogStats(
-                self._offered, self._written, self._dropped, self._queued, sink_dropped
+                self._offered, self._written, self._dropped, self._queued, sink_dropped, stored
             )
 
     def close(self, timeout_s: float = 10.0) -> LogStats:

@@ -80,6 +80,7 @@ def check_dataset(
                 class_counts=prepared.class_counts or None,
                 target_stats=target_stats,
                 previous_stats=_champion_stats(registry),
+                time_ranges=prepared.data.time_ranges if prepared.data.time_cut is not None else None,
             ),
             schema,
             config.data.checks,

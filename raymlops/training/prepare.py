@@ -84,13 +84,24 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
     split = config.data.split
     with stages.stage("read and validate data (one pass: split, statistics, sample)") as note:
         summarize = _summarizer(schema, config.data.reference_rows, split.seed + 7)
+        time_column = config.data.split_time_column
         data = load_split(
-            source, schema, fraction=split.test_fraction, seed=split.seed, summarize=summarize
+            source,
+            schema,
+            fraction=split.test_fraction,
+            seed=split.seed,
+            summarize=summarize,
+            time_column=time_column,
         )
         rows = RowCounts(data.rows, data.train_rows, data.holdout_rows)
+        how = (
+            f"after {_iso(data.time_cut)} by {time_column}"
+            if data.time_cut is not None
+            else f"seed {split.seed}"
+        )
         note["detail"] = (
             f"{rows.total} rows ok: {rows.train} train, {rows.holdout} holdout "
-            f"(seed {split.seed}), {len(data.train)} blocks"
+            f"({how}), {len(data.train)} blocks"
         )
         _check_split(rows)
     with stages.stage("fit features (merged block statistics)") as note:
@@ -155,3 +166,8 @@ def _check_classes(schema: Schema, pipeline: FeaturePipeline) -> int:
             "classification needs at least 2"
         )
     return n_classes
+
+
+def _iso(ns: int | None) -> str:
+    """A time split's cut, as a person reads it."""
+    return pd.Timestamp(ns, tz="UTC").isoformat() if ns is not None else "-"

@@ -38,12 +38,14 @@ def loans(rows: int, seed: int) -> pd.DataFrame:
             "amount": amount.round(2),
             "years_employed": years,
             "purpose": purpose,
+            "applied_at": pd.Timestamp("2025-01-01")
+            + pd.to_timedelta(rng.integers(0, 365 * 24, rows), unit="h"),
             "outcome": default,
         }
     )
 
 
-def project(root: Path, frame: pd.DataFrame) -> Path:
+def project(root: Path, frame: pd.DataFrame, split: str = "{by: row}") -> Path:
     (root / "data").mkdir(parents=True)
     frame.to_csv(root / "data" / "loans.csv", index=False)
     config = root / "loans.yaml"
@@ -61,7 +63,9 @@ def project(root: Path, frame: pd.DataFrame) -> Path:
                 amount:         {type: float, min: 0}
                 years_employed: {type: int, min: 0}
                 purpose:        {type: category}
+                applied_at:     {type: datetime, role: timestamp}
                 outcome:        {type: category, categories: [default, repaid]}
+              split: SPLIT
               reference_rows: 500
             training:
               task: classification
@@ -72,7 +76,7 @@ def project(root: Path, frame: pd.DataFrame) -> Path:
               intended_use: Rank applications for manual review; not for automatic refusal.
               owners: [credit-risk@example.com]
             """
-        )
+        ).replace("SPLIT", split)
     )
     return config
 
@@ -151,7 +155,8 @@ def _browser(url: str, out: Path) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_a_clean_dataset_registers_versions_whose_cards_open_in_a_browser(tmp_path: Path) -> None:
-    config = project(tmp_path, loans(2000, seed=3))
+    # held out by time: the model is judged on the latest applications
+    config = project(tmp_path, loans(2000, seed=3), split="{by: time}")
     first = raymlops("train", "--config", str(config), "--promote", cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     # fresh data: the second version's card shows its metrics next to the champion's (v1)
@@ -162,6 +167,10 @@ def test_a_clean_dataset_registers_versions_whose_cards_open_in_a_browser(tmp_pa
     version = tmp_path / "store" / "models" / "loans" / "versions" / "v2"
     manifest = json.loads((version / "MANIFEST.json").read_text())
     assert {"model_card.md", "model_card.html", "checks.json"} <= set(manifest["files"])
+    checks = json.loads((version / "checks.json").read_text())["findings"]
+    (time_split,) = [f for f in checks if f["check"] == "time_split"]
+    assert (time_split["column"], time_split["severity"]) == ("applied_at", "ok")
+    assert "before the holdout starts" in time_split["message"]
     metrics = json.loads((version / "metrics.json").read_text())
     ours = metrics["holdout"]["roc_auc"]
     theirs = metrics["champion"]["holdout"]["roc_auc"]

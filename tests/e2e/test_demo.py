@@ -5,46 +5,55 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-RAYMLOPS = shutil.which("raymlops", path=str(Path(sys.executable).parent)) or "raymlops"
-STAGES = [
-    "train the champion",
-    "serve it, with the drift monitor",
-    "normal traffic",
-    "drifted traffic",
-    "retrain job, gate, promotion",
-    "serving swaps to the new version",
-]
+from benchmarks.loop import STAGES  # the demo's stages, in order
 
 
 @pytest.mark.slow
 def test_demo_closes_the_loop(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
-    run = subprocess.run(
-        [RAYMLOPS, "demo", "--workdir", str(workdir)],
+    """``raymlops demo`` as a user runs it, through the loop benchmark (which times the same
+    CLI run against its goals, so CI runs the demo once for both)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "COLUMNS": "200", "RAY_ADDRESS": ""}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    bench = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--suite", "loop", "--quick", "--out", str(tmp_path)],
+        cwd=root,
         capture_output=True,
         text=True,
-        timeout=480,
-        env={**os.environ, "COLUMNS": "200", "RAY_ADDRESS": ""},
+        timeout=900,
+        env=env,
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-4000:]
+    folder = tmp_path / "loop-demo"
+    log = (folder / "demo.log").read_text() if (folder / "demo.log").exists() else ""
+    assert bench.returncode == 0, bench.stderr[-2000:] + log[-4000:]
+    stderr = log.split("--- stderr\n", 1)[1]
+    stdout = log.split("--- stdout\n", 1)[1].split("--- stderr\n", 1)[0]
+    workdir = folder / "project"
 
-    finished = [m.group(1) for m in re.finditer(r"^✓ (.+?) \(\d+\.\ds\)", run.stderr, re.MULTILINE)]
+    finished = [m.group(1) for m in re.finditer(r"^✓ (.+?) \(\d+\.\ds\)", stderr, re.MULTILINE)]
     assert [s for s in finished if s in STAGES] == STAGES, finished
     windows = [
         (int(n), verdict)
-        for n, verdict in re.findall(r"window\s+(\d+) \(v1\): drift share [\d.]+ (\w+)", run.stderr)
+        for n, verdict in re.findall(r"window\s+(\d+) \(v1\): drift share [\d.]+ (\w+)", stderr)
     ]
     assert windows[:3] == [(1, "ok"), (2, "ok"), (3, "ok")], "normal traffic: no drift"
     assert [v for _, v in windows].count("retrain") == 1, windows
-    assert "Serve answers with v2" in run.stdout
+    assert "Serve answers with v2" in stdout
+
+    # the loop benchmark's figures: every stage timed next to its goal, the check passed
+    [result_path] = tmp_path.glob("loop-*.json")
+    result = json.loads(result_path.read_text())
+    assert result["passed"] is True, result["checks"]
+    timed = {f["cell"] for f in result["figures"] if f["side"] == "raymlops"}
+    assert timed == {*STAGES, "whole loop"}
+    assert all(f["value"] > 0 for f in result["figures"])
+    assert result_path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
     store = workdir / ".raymlops"
     aliases = json.loads((store / "models" / "churn" / "aliases.json").read_text())

@@ -229,3 +229,41 @@ def test_one_pass_reports_bad_cells_with_global_row_numbers(tmp_path: Path) -> N
     found = {(i.column, i.problem): i.examples for i in caught.value.report.issues}
     assert [row for row, _ in found[("tenure_months", "out of range")]] == [2011]
     assert caught.value.report.rows == 3000
+
+
+def test_a_time_split_holds_out_the_latest_rows_in_one_read(three_files: Path) -> None:
+    """Given three CSV files whose times interleave across files, split.by: time holds out
+    about the latest fifth of all rows (by signup_date), every training time is at or before
+    the cut, the digests carry the same sides, and rows without a time train."""
+    import ray
+
+    from raymlops.data.dataset import load_split
+
+    second = pd.read_csv(three_files / "part-1.csv")
+    second.loc[:9, "signup_date"] = None  # ten rows with no time: they train
+    second.to_csv(three_files / "part-1.csv", index=False)
+    schema = Schema.from_columns(
+        {
+            **SCHEMA.columns,
+            "signup_date": ColumnSpec(type="datetime", role="timestamp", nullable=True),
+        },
+        target="churned",
+        task="classification",
+    )
+    data = load_split(
+        str(three_files / "*.csv"), schema, fraction=0.2, seed=1, time_column="signup_date"
+    )
+    train = pd.concat(ray.get(data.train), ignore_index=True)
+    holdout = pd.concat(ray.get(data.holdout), ignore_index=True)
+    cut = pd.Timestamp(data.time_cut, tz="UTC")
+    stamps = pd.to_datetime(train["signup_date"], utc=True)
+    assert (stamps.dropna() <= cut).all()
+    assert (pd.to_datetime(holdout["signup_date"], utc=True) > cut).all()
+    assert stamps.isna().sum() == 10
+    # the latest fifth, up to ties at the cut (dates are whole days)
+    assert 0.15 <= len(holdout) / 3000 <= 0.2
+    assert (data.train_rows, data.holdout_rows) == (len(train), len(holdout))
+    sides = pd.concat(ray.get(data.digests), ignore_index=True)
+    assert sorted(sides.loc[sides["holdout"], "row"] - 1) == sorted(holdout[ROW_ID])
+    (train_range, holdout_range) = data.time_ranges["signup_date"]
+    assert train_range[1] < holdout_range[0]

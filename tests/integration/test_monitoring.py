@@ -19,12 +19,20 @@ from raymlops.pipeline import open_registry
 from raymlops.registry.bundle import BundleReader
 from raymlops.schema import Schema
 from tests.conftest import write_project
-from tests.helpers import register_model
+from tests.helpers import register_model, wait_for_condition
 
 WINDOW = 1000  # Evidently's tests on fewer rows see drift in noise
 
 
-def _project(root: Path, *, retrain_source: str, gate: str = "", promote: str = "champion") -> Path:
+def _project(
+    root: Path,
+    *,
+    retrain_source: str,
+    gate: str = "",
+    promote: str = "champion",
+    consecutive_windows: int = 2,
+    cooldown_s: float = 3600,
+) -> Path:
     (root / "data").mkdir(parents=True)
     make_churn(3000, seed=3).to_csv(root / "data" / "train.csv", index=False)
     config_path = write_project(
@@ -32,8 +40,9 @@ def _project(root: Path, *, retrain_source: str, gate: str = "", promote: str = 
         search="{num_samples: 2, max_concurrent: 2, max_boosting_rounds: 20, time_budget_s: 120}",
         models="[logistic_regression]",
         extra=(
-            f"monitoring: {{window_rows: {WINDOW}, drift_share: 0.3, consecutive_windows: 2,\n"
-            f"             cooldown_s: 3600, report_every: 1000, retrain_source: {retrain_source},\n"
+            f"monitoring: {{window_rows: {WINDOW}, drift_share: 0.3,\n"
+            f"             consecutive_windows: {consecutive_windows}, cooldown_s: {cooldown_s},\n"
+            f"             report_every: 1000, retrain_source: {retrain_source},\n"
             f"             promote: {promote}}}\n"
             + ("serving: {canary: {version: challenger, fraction: 0.2}}\n" if promote == "canary" else "")
             + gate
@@ -113,52 +122,72 @@ def test_traffic_like_the_training_data_never_retrains(tmp_path: Path, monitor_o
     assert saved["windows_seen"] == 10, "the state is persisted after each decision"
 
 
-def test_a_drift_burst_with_a_restart_makes_exactly_one_job_and_a_failure_alerts(
+def test_a_retrain_decided_before_a_crash_is_submitted_once_and_a_failure_alerts(
     tmp_path: Path, monitor_of
 ) -> None:  # type: ignore[no-untyped-def]
-    """100 drifted windows, the monitor killed and restarted half-way: one retrain job. The
-    job fails (its data breaks the schema): an alert, and the champion keeps serving."""
+    """The monitor saved its decision to retrain, then died before submitting the job: its
+    state on storage names the job in flight, and no such job exists. Started, it submits that
+    job; a drifted window meanwhile starts no second one (cooldown 0: only the in-flight rule
+    holds it back); killed with the job in flight, it comes back with every decided window
+    and sends the same id again, which Ray refuses. The job fails (its data breaks the schema):
+    an alert, and the champion keeps serving."""
     import ray
+
+    from raymlops.monitoring.policy import MonitorState, decide, state_path
 
     broken = make_churn(400, seed=9)
     broken["tenure_months"] = broken["tenure_months"].astype(object)
     broken.loc[5, "tenure_months"] = "eleven"
     (tmp_path / "incoming").mkdir()
     broken.to_csv(tmp_path / "incoming" / "fresh.csv", index=False)
-    config_path = _project(tmp_path, retrain_source="./incoming/fresh.csv")
+    config_path = _project(
+        tmp_path, retrain_source="./incoming/fresh.csv", consecutive_windows=1, cooldown_s=0
+    )
+    config = load_config(config_path)
+    # given: what a crash between saving the decision and submitting the job leaves behind
+    run = f"crash{time.time_ns() % 10**9}"
+    crashed, decision = decide(
+        MonitorState(run=run), config.monitoring, share=1.0, now=time.time(), model="churn"
+    )
+    assert decision.retrain, decision.reasons
+    job_id = decision.submission_id
+    open_registry(config).storage.write_json(state_path("churn"), crashed.to_dict())
+    assert _retrain_jobs(run) == [], "nothing was submitted before the crash"
+
+    # when: the monitor starts from that state, and a drifted window arrives
     monitor = monitor_of(config_path)
-    drifted = _served(make_churn(WINDOW * 100, seed=7, drift=True))
-    for i in range(50):
-        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
-    before = ray.get(monitor.status.remote())
-    ray.kill(monitor, no_restart=False)  # Ray restarts it (max_restarts=-1) from saved state
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            after_restart = ray.get(monitor.status.remote(), timeout=30)
-            if after_restart["pid"] != before["pid"]:
-                break
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            pass
-        assert time.monotonic() < deadline, "the monitor came back"
-        time.sleep(0.5)
-    assert after_restart["run"] == before["run"]
-    assert after_restart["windows_seen"] >= before["windows_seen"] - 1
-    assert after_restart["received_rows"] == 0, "a new process: counters start again"
-    for i in range(50, 100):
-        ray.get(monitor.ingest.remote(drifted.iloc[i * WINDOW : (i + 1) * WINDOW], wait=True))
+    drifted = _served(make_churn(WINDOW, seed=7, drift=True))
+    ray.get(monitor.ingest.remote(drifted, wait=True))
+    first = wait_for_condition(
+        lambda: (s := ray.get(monitor.status.remote()))["windows_seen"] == 2 and s,
+        timeout_s=120,
+        message="the drifted window is decided",
+    )
+    assert [j.submission_id for j in _retrain_jobs(run)] == [job_id], "submitted after the crash"
+    second = first["recent_decisions"][-1]
+    assert second["drifted"], second
+    assert not second["retrain"], second
+    assert f"retrain {job_id} is still in flight" in second["reasons"][-1], second["reasons"]
+
+    # and: killed again, it comes back from the saved state (the job perhaps still in flight)
+    ray.kill(monitor, no_restart=False)  # Ray restarts it (max_restarts=-1)
+    restarted = wait_for_condition(
+        lambda: (s := ray.get(monitor.status.remote(), timeout=30))["pid"] != first["pid"] and s,
+        timeout_s=90,
+        message="the monitor came back in a new process",
+    )
+    assert restarted["run"] == run
+    assert restarted["windows_seen"] == 2, "every decided window survives the restart"
     status = _wait_for_job_end(monitor)
-    jobs = _retrain_jobs(status["run"])
-    assert len(jobs) == 1, [j.submission_id for j in jobs]
-    assert [j["submission_id"] for j in status["jobs"]] == [jobs[0].submission_id]
-    assert status["jobs"][0]["status"] == "FAILED"
+
+    # then: one job, the one decided before the crash; it failed and alerts
+    jobs = _retrain_jobs(run)
+    assert [j.submission_id for j in jobs] == [job_id]
+    assert [(j["submission_id"], j["status"]) for j in status["jobs"]] == [(job_id, "FAILED")]
     assert status["alerts"], "a failed retrain raises an alert"
-    assert jobs[0].submission_id in status["alerts"][0]
-    assert open_registry(load_config(config_path)).aliases()["champion"] == "v1"
-    assert any("is still in flight" in d["reasons"][-1] or "cooling down" in d["reasons"][-1]
-               for d in status["recent_decisions"])
-    report = status["reports"][0]
-    assert Path(report).is_file(), "the triggering window has its Evidently report"
+    assert job_id in status["alerts"][0]
+    assert status["windows_seen"] == 2
+    assert open_registry(config).aliases()["champion"] == "v1"
 
 
 def test_a_worse_retrained_model_is_registered_but_not_promoted(tmp_path: Path, monitor_of) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from raymlops.predictor import load_predictor
 from raymlops.schema import Schema
 from raymlops.serving.app import build_app, build_application
 from tests.conftest import write_project
-from tests.helpers import register_model
+from tests.helpers import register_model, wait_for_condition
 
 
 def _free_port() -> int:
@@ -88,9 +88,48 @@ def test_concurrent_single_rows_are_batched_and_all_answered(served: tuple[Path,
             ]
             return await asyncio.gather(*calls)
 
+    batches_before, single_before = _batch_sizes("churn")
     answers = asyncio.run(burst())
     assert [a.status_code for a in answers] == [200] * 32
     assert {a.json()["model_version"] for a in answers} == {"v1"}
+    # Ray Serve's own histogram of requests per batch (on this node's Prometheus endpoint):
+    # some batch of this burst held more than one request
+    batches, single = wait_for_condition(
+        lambda: (sizes := _batch_sizes("churn"))[0] > batches_before and sizes,
+        timeout_s=60,
+        message="the replica's batch sizes reach Ray's metrics endpoint",
+    )
+    assert batches - batches_before < 32, "32 single-row requests made 32 batches: none batched"
+    assert batches - single > batches_before - single_before, "no batch held two requests"
+
+
+def _batch_sizes(app: str) -> tuple[float, float]:
+    """(batches, batches of one request) answered by ``app``'s replicas so far, from Ray Serve's
+    ``serve_actual_batch_size`` histogram on this node's Prometheus endpoint."""
+    import re
+
+    import ray
+
+    text = "\n".join(
+        httpx.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics",
+                  timeout=10).text
+        for node in ray.nodes()
+        if node["Alive"]
+    )
+    batches = single = 0.0
+    for line in text.splitlines():
+        if not line.startswith("ray_serve_actual_batch_size_"):
+            continue
+        name, _, rest = line.partition("{")
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', rest.rpartition("}")[0]))
+        if labels.get("application") != app:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if name.endswith("_count"):
+            batches += value
+        elif name.endswith("_bucket") and float(labels["le"]) == 1.0:
+            single += value
+    return batches, single
 
 
 def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> None:
@@ -98,6 +137,16 @@ def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> Non
 
     config_path, url = served
     instances = _instances(7, seed=41)
+
+    def log_stats() -> dict:
+        return httpx.get(f"{url}/v1/models/churn", timeout=10).json()["prediction_log"]
+
+    # the log is idle: every row offered so far is on storage (the Parquet sink's own count)
+    before = wait_for_condition(
+        lambda: (s := log_stats())["stored_rows"] == s["offered_rows"] and s["queued_rows"] == 0
+        and s,
+        message="earlier rows flushed",
+    )
     answer = httpx.post(
         f"{url}/v1/models/churn:predict",
         json={"instances": instances},
@@ -126,10 +175,13 @@ def test_answered_rows_reach_the_prediction_log(served: tuple[Path, str]) -> Non
         rtol=0,
         atol=1e-12,
     )
-    status = httpx.get(f"{url}/v1/models/churn", timeout=10).json()
-    assert status["model_version"] == "v1"
-    stats = status["prediction_log"]
-    assert stats["offered_rows"] >= 7, stats
+    # the sink's stats say what is on storage: 7 more rows offered, written and stored
+    stats = wait_for_condition(
+        lambda: (s := log_stats())["stored_rows"] == before["stored_rows"] + 7 and s,
+        message="the sink counts the 7 rows it wrote",
+    )
+    assert stats["offered_rows"] == before["offered_rows"] + 7, (before, stats)
+    assert stats["written_rows"] == before["written_rows"] + 7, (before, stats)
     assert (stats["dropped_rows"], stats["sink_dropped_rows"]) == (0, 0), stats
 
 
@@ -228,8 +280,21 @@ def test_api_key_from_the_environment(
         )
         assert ok.status_code == 200
         assert httpx.get(f"{url}/keyed/healthz", timeout=30).status_code == 200
+        key = {"X-API-Key": "k3y"}
+        for page in ("docs", "openapi.json"):  # the spec lists every column: behind the key
+            assert httpx.get(f"{url}/keyed/{page}", timeout=30).status_code == 401, page
+            assert httpx.get(f"{url}/keyed/{page}", headers=key, timeout=30).status_code == 200
+        assert "/keyed/openapi.json" in httpx.get(f"{url}/keyed/docs", headers=key).text
     finally:
         serve.delete("keyed")
+
+
+def test_the_key_check_reads_where_the_running_serve_binds(served: tuple[Path, str]) -> None:
+    """`serve deploy` may bind elsewhere than serving.host: resolve_api_key asks the running
+    Serve (here started on 127.0.0.1) through the connected Ray."""
+    from raymlops.serving.binding import serve_http_hosts
+
+    assert serve_http_hosts("203.0.113.9", environ={}) == ["203.0.113.9", "127.0.0.1"]
 
 
 def test_batch_job_equals_http_and_in_process(served: tuple[Path, str], tmp_path: Path) -> None:
@@ -482,58 +547,106 @@ def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(
         serve.delete("canary")
 
 
+@pytest.fixture(scope="module")
+def own_model(
+    served: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str]]:
+    """A model named ``pushed`` that no other app serves (its own registry and notifier), one
+    replica polling every 10 minutes, served under /pushed: (config path, its URL)."""
+    from ray import serve
+
+    _, url = served
+    config_path = write_project(
+        tmp_path_factory.mktemp("own"),
+        extra=(
+            "serving: {reload_poll_s: 600.0, autoscaling: {min_replicas: 1, max_replicas: 1},\n"
+            "          prediction_log: {enabled: false}}\n"
+        ),
+    )
+    config_path.write_text(config_path.read_text().replace("name: churn", "name: pushed", 1))
+    config = load_config(config_path)
+    registry = open_registry(config)
+    registry.promote(register_model(registry, make_churn(500, seed=11), Schema.from_config(config)))
+    serve.run(build_application(config), name="pushed", route_prefix="/pushed")
+    yield config_path, f"{url}/pushed"
+    serve.delete("pushed")
+
+
+def _version_at(url: str) -> str:
+    return httpx.get(f"{url}/v1/models/pushed", timeout=10).json()["model_version"]
+
+
 def test_a_pushed_promotion_swaps_before_the_next_poll(
-    served: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    own_model: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``registry promote --address`` wakes the replicas: with a 10-minute poll, only the push
-    can move them within seconds. Rollback is pushed the same way."""
+    """With a 10-minute poll, only the push can move a replica within seconds. The model has a
+    name no other app serves, so its notifier is this replica's own, and the replica has
+    subscribed before anything moves: a move nobody pushes leaves it on v1 (neither a poll nor
+    a late subscription swaps it), then the push moves it. Rollback is pushed the same way."""
     import time
 
     import ray
-    from ray import serve
 
     from raymlops.cli import main
+    from raymlops.serving.push import push_alias_moved
 
-    config_path, url = served
+    config_path, url = own_model
     config = load_config(config_path)
-    slow_poll = config.model_copy(
-        update={"serving": config.serving.model_copy(update={"reload_poll_s": 600.0})}
+    registry = open_registry(config)
+    first = registry.resolve("champion")
+    second = register_model(
+        registry, make_churn(500, seed=14), Schema.from_config(config), params={"C": 0.1}
     )
-    serve.run(build_application(slow_poll), name="pushed", route_prefix="/pushed")
+    assert _version_at(url) == first
+    wait_for_condition(  # made by the one replica of "pushed" when it subscribes
+        lambda: ray.get_actor("alias-notifier:pushed", namespace="raymlops"),
+        message="the replica subscribed to its alias pushes",
+    )
+    registry.promote(second, reason="moved, not pushed")
+    quiet_until = time.monotonic() + 2.0
+    while time.monotonic() < quiet_until:  # a bounded check that nothing happens
+        assert _version_at(url) == first, "swapped without a push (a poll or a late subscribe)"
+        time.sleep(0.2)
+    assert push_alias_moved("pushed"), "the replica's notifier takes the push"
+    wait_for_condition(lambda: _version_at(url) == second, timeout_s=15, message="pushed swap")
     address = ray.get_runtime_context().gcs_address
+    rollback = ["registry", "rollback", "--config", str(config_path), "--address", address]
+    assert main(rollback) == 0
+    assert "pushed to the replicas serving pushed" in capsys.readouterr().out
+    wait_for_condition(lambda: _version_at(url) == first, timeout_s=15, message="rolled back")
 
-    def served_version() -> str:
-        return httpx.get(f"{url}/pushed/v1/models/churn", timeout=10).json()["model_version"]
 
-    def wait_for(version: str) -> str:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and served_version() != version:
-            time.sleep(0.1)
-        return served_version()
+def test_a_promotion_that_changes_the_request_columns_is_refused_and_serving_keeps_working(
+    own_model: tuple[Path, str],
+) -> None:
+    """A version that takes another column: the served request model is the deployed one's, so
+    the registry refuses the move (the retrain job and the monitor use the same call). Requests
+    of the old shape keep their answers; the new shape stays a 422 naming the column until
+    serving is deployed again."""
+    from raymlops.config import ColumnSpec
+    from raymlops.errors import SchemaChangeError
 
-    try:
-        registry = open_registry(config)
-        challenger = register_model(
-            registry, make_churn(500, seed=14), Schema.from_config(config), params={"C": 0.1}
-        )
-        assert served_version() == "v1"
-        deadline = time.monotonic() + 30  # the replicas subscribe in the background
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor("alias-notifier:churn", namespace="raymlops")
-                break
-            except ValueError:
-                time.sleep(0.2)
-        args = ["registry", "promote", "--config", str(config_path), challenger]
-        assert main([*args, "--address", address]) == 0
-        assert "pushed to the replicas serving churn" in capsys.readouterr().out
-        assert wait_for(challenger) == challenger
-        assert main(["registry", "rollback", "--config", str(config_path), "--address", address]) == 0
-        assert wait_for("v1") == "v1"
-    finally:
-        if open_registry(config).resolve("champion") != "v1":
-            open_registry(config).promote("v1", reason="test clean-up")
-        serve.delete("pushed")
+    config_path, url = own_model
+    config = load_config(config_path)
+    registry = open_registry(config)
+    champion = registry.resolve("champion")
+    columns = {**config.data.columns, "referrals": ColumnSpec(type="int", min=0)}
+    wider = Schema.from_columns(columns, target="churned", task="classification")
+    frame = make_churn(500, seed=16)
+    frame["referrals"] = np.arange(len(frame)) % 4
+    reshaped = register_model(registry, frame, wider)
+    with pytest.raises(SchemaChangeError, match="new column 'referrals'"):
+        registry.promote(reshaped, reason="a retrain on a new schema")
+    assert registry.resolve("champion") == champion
+    old_shape = _instances(2, seed=71)
+    new_shape = [{**row, "referrals": 2} for row in old_shape]
+    target = f"{url}/v1/models/pushed:predict"
+    kept = httpx.post(target, json={"instances": old_shape}, timeout=30)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["model_version"] == champion
+    refused = httpx.post(target, json={"instances": new_shape}, timeout=30)
+    assert refused.status_code == 422, refused.text
+    assert "referrals" in refused.text
 
 
 def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, str]) -> None:

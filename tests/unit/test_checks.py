@@ -17,6 +17,7 @@ from raymlops.data.checks import (
     check_labels,
     check_leakage,
     check_overlap,
+    check_time_ranges,
     check_time_split,
     digest_block,
     id_findings,
@@ -24,6 +25,7 @@ from raymlops.data.checks import (
     row_findings,
     run_checks,
 )
+from raymlops.data.split import holdout_mask
 from raymlops.data.validation import validate_frame
 from raymlops.features.pipeline import ColumnStats
 from raymlops.schema import Schema
@@ -64,8 +66,15 @@ def typed(raw: pd.DataFrame, schema: Schema = SCHEMA) -> pd.DataFrame:
     return out
 
 
+def digests(data: pd.DataFrame, *, row_offset: int, fraction: float, seed: int) -> pd.DataFrame:
+    """A block's digests with the row split's side, as the one-pass validation computes them."""
+    rows = np.arange(row_offset, row_offset + len(data))
+    side = holdout_mask(rows, fraction=fraction, seed=seed)
+    return digest_block(data, SCHEMA, row_offset=row_offset, holdout=side)
+
+
 def findings_of(raw: pd.DataFrame, *, fraction: float = 0.3) -> OverlapFindings:
-    digest = digest_block(typed(raw), SCHEMA, row_offset=0, test_fraction=fraction, seed=7)
+    digest = digests(typed(raw), row_offset=0, fraction=fraction, seed=7)
     return overlap_findings(digest)
 
 
@@ -91,22 +100,31 @@ def test_exact_duplicates_are_counted_with_their_first_row_numbers() -> None:
 
 def test_feature_rows_on_both_sides_of_the_split_are_found() -> None:
     """Copies of training rows (new ids, same features) landing in the holdout inflate the
-    holdout metric: above 1% of the holdout they warn by default, and block when asked."""
+    holdout metric: above 1% of the holdout they block by default, and warn when asked; with
+    only discrete features the check says why it skips."""
     raw = frame(400)
-    digest = digest_block(typed(raw), SCHEMA, row_offset=0, test_fraction=0.3, seed=7)
+    digest = digests(typed(raw), row_offset=0, fraction=0.3, seed=7)
     train_rows = digest.loc[~digest["holdout"], "row"].to_numpy()[:60] - 1
     copies = raw.iloc[train_rows].assign(customer=[f"copy{i}" for i in range(60)])
     both = pd.concat([raw, copies], ignore_index=True)
     found = findings_of(both)
     [overlap] = by_check(check_overlap(found, RULES), "split_overlap")
-    assert overlap.severity == "warn", overlap.line()
-    strict = DataChecksConfig.model_validate({"split_overlap": {"severity": "block"}})
-    [blocked] = by_check(check_overlap(found, strict), "split_overlap")
-    assert blocked.severity == "block"
+    assert overlap.severity == "block", overlap.line()
+    lenient = DataChecksConfig.model_validate({"split_overlap": {"severity": "warn"}})
+    [warned] = by_check(check_overlap(found, lenient), "split_overlap")
+    assert warned.severity == "warn"
+    [discrete] = by_check(check_overlap(found, RULES, continuous=False), "split_overlap")
+    assert discrete.severity == "skipped"
+    assert "every feature is discrete" in discrete.message
+    # rows without any float value (all floats null) never count: a common pattern, not copies
+    marked = digests(typed(both), row_offset=0, fraction=0.3, seed=7)
+    assert marked["continuous"].all()
+    marked.loc[marked["row"] > 400, "continuous"] = False
+    assert overlap_findings(marked).cross_split.count == 0
     assert overlap.value is not None
     assert overlap.value > 0.01
     # the rows named are holdout rows whose features repeat a training row's
-    full = digest_block(typed(both), SCHEMA, row_offset=0, test_fraction=0.3, seed=7)
+    full = digests(typed(both), row_offset=0, fraction=0.3, seed=7)
     train_hashes = set(full.loc[~full["holdout"], "feature_hash"])
     named = full.set_index("row").loc[list(overlap.rows)]
     assert len(named) == 5
@@ -131,7 +149,7 @@ def test_partitions_by_hash_add_up_to_the_whole(cuts: int, seed: int) -> None:
     raw = frame(300, seed=seed)
     raw = pd.concat([raw, raw.sample(40, random_state=seed)], ignore_index=True)
     raw.loc[:, "customer"] = [f"c{i % 200}" for i in range(len(raw))]
-    digest = digest_block(typed(raw), SCHEMA, row_offset=0, test_fraction=0.3, seed=seed)
+    digest = digests(typed(raw), row_offset=0, fraction=0.3, seed=seed)
     whole = overlap_findings(digest)
     # equal features share a partition: partition by the feature hash (equal rows have equal
     # features, so exact duplicates fall together too); ids are checked by their own hash
@@ -154,7 +172,7 @@ def test_partitions_by_hash_add_up_to_the_whole(cuts: int, seed: int) -> None:
 
 def test_row_numbers_follow_the_block_offset() -> None:
     raw = frame(50)
-    digest = digest_block(typed(raw), SCHEMA, row_offset=1000, test_fraction=0.3, seed=7)
+    digest = digests(typed(raw), row_offset=1000, fraction=0.3, seed=7)
     assert digest["row"].iloc[0] == 1001
     assert digest["row"].iloc[-1] == 1050
 
@@ -213,7 +231,8 @@ def test_constant_and_all_null_columns_warn() -> None:
         "plan": ColumnStats(count=10, missing=0, frequencies={"pro": 10}),
         "ok": ColumnStats(count=10, missing=0, mean=0.0, std=1.0, min=-1.0, max=1.0),
     }
-    found = {f.column: f for f in check_column_profile(stats, RULES)}
+    findings = check_column_profile(stats, RULES)
+    found = {f.column: f for f in findings if f.check == "constant"}
     assert {c: f.severity for c, f in found.items()} == {
         "a": "warn",
         "b": "warn",
@@ -221,6 +240,28 @@ def test_constant_and_all_null_columns_warn() -> None:
         "ok": "ok",
     }
     assert "null" in found["b"].message
+    # with no champion there is no profile to compare with: said, not left out
+    (shift,) = [f for f in findings if f.check == "profile_shift"]
+    assert shift.severity == "skipped"
+    assert "no champion" in shift.message
+
+
+def test_time_split_ranges_are_checked_and_a_row_split_says_why_it_skips() -> None:
+    day = 86_400 * 10**9
+    ranges = {
+        "event_time": ((0, 10 * day), (11 * day, 20 * day)),
+        # a second timestamp whose training rows reach into the holdout period: the future leaks
+        "updated_at": ((0, 15 * day), (12 * day, 20 * day)),
+        "empty": (None, (1, 2)),
+    }
+    found = {f.column: f for f in check_time_ranges(ranges, SCHEMA, RULES)}
+    assert found["event_time"].severity == "ok"
+    assert found["updated_at"].severity == "block"  # follows the leakage rule
+    assert "1970-01-16T00:00:00+00:00" in found["updated_at"].message
+    assert found["empty"].severity == "skipped"
+    (row_split,) = check_time_ranges(None, SCHEMA, RULES)
+    assert row_split.severity == "skipped"
+    assert row_split.message
 
 
 def test_profile_shift_against_the_previous_version() -> None:
@@ -265,7 +306,7 @@ def test_report_renders_one_line_per_finding_and_off_checks_are_left_out() -> No
     data = typed(raw)
     inputs = CheckInputs(
         overlap=overlap_findings(
-            digest_block(data, SCHEMA, row_offset=0, test_fraction=0.3, seed=7)
+            digests(data, row_offset=0, fraction=0.3, seed=7)
         ),
         stats=pandas_stats(data, SCHEMA),
         sample=data,

@@ -142,3 +142,34 @@ def test_a_truncated_audit_line_or_bad_aliases_json_exit_4_from_list_and_rollbac
     err = capsys.readouterr().err
     assert "aliases.json is not valid JSON" in err
     assert "Traceback" not in err
+
+
+def test_a_promotion_that_changes_the_input_columns_is_refused_unless_allowed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Serving keeps its deploy-time request model: a champion that takes other columns would
+    make every request a 422, so the move is refused with the redeploy advice."""
+    c = ["--config", str(project)]
+    registry = open_registry(load_config(project))
+    wider = Schema.from_columns(
+        {"x": ColumnSpec(type="float"), "z": ColumnSpec(type="float")},
+        target="y",
+        task="classification",
+    )
+    rows = random_rows(100, seed=3).assign(z=lambda f: f["x"] * 2)
+    v3 = register_model(registry, rows, wider)
+    assert main(["registry", "promote", *c, "v1"]) == 0
+    capsys.readouterr()
+
+    assert main(["registry", "promote", *c, v3]) == 2
+    err = capsys.readouterr().err
+    for expected in ("input schema changed", "new column 'z'", "--allow-schema-change", "raymlops serve"):
+        assert expected in err, err
+    assert registry.champion() == "v1", "a refused promotion leaves the champion in place"
+
+    assert main(["registry", "promote", *c, v3, "--allow-schema-change"]) == 0
+    assert registry.champion() == v3
+    assert main(["registry", "rollback", *c]) == 2, "rolling back to the old columns too"
+    assert "column 'z' removed" in capsys.readouterr().err
+    assert main(["registry", "rollback", *c, "--allow-schema-change"]) == 0
+    assert registry.champion() == "v1"

@@ -12,6 +12,7 @@ import pytest
 from raymlops import cluster, jobs
 from raymlops.cluster import ClusterError, ClusterState, NodeProcess, ensure_token, read_token
 from raymlops.config import load_config
+from raymlops.errors import ConfigError
 from raymlops.jobs import JobError
 from raymlops.storage import local_storage_warning
 from tests.conftest import write_project
@@ -397,3 +398,14 @@ def test_a_local_ray_uses_a_private_token_file(
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(shared))
     with pytest.raises(ClusterError, match="chmod 600"):
         private_token_env()
+
+
+def test_the_storage_lookup_uses_the_configs_alias_free_loader(tmp_path: Path) -> None:
+    """jobs reads `storage:` from the raw YAML (before RAYMLOPS_STORAGE replaces it): the same
+    loader as load_config, so an anchor or alias (an "alias bomb") is refused there too."""
+    config = tmp_path / "raymlops.yaml"
+    config.write_text("storage: &where ./store\nname: *where\n")
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        jobs._declared_storage(config)
+    config.write_text("storage: ./store\n")
+    assert jobs._declared_storage(config) == "./store"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raymlops.config import PredictionLogConfig
 from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
 from raymlops.storage import Storage
 
@@ -32,6 +33,7 @@ def test_batches_become_parquet_files_with_inputs_predictions_and_ids(tmp_path: 
         assert log.offer(batch(4))
     stats = log.close()
     assert (stats.offered_rows, stats.written_rows, stats.dropped_rows) == (12, 12, 0)
+    assert stats.stored_rows == 12, "the Parquet sink's own count of rows on storage"
     files = sorted((tmp_path / "predictions" / "churn").rglob("*.parquet"))
     assert files, "files are written under predictions/<name>/date=.../"
     assert all(f.parent.name.startswith("date=") for f in files)
@@ -176,3 +178,39 @@ def test_columns_from_serving_become_a_frame_in_the_background() -> None:
     assert frame["plan"].tolist() == ["pro", None]
     assert str(frame["at"].dt.tz) == "UTC"
     assert frame["request_id"].tolist() == ["a", "b"]
+
+
+def test_partitions_past_the_retention_are_deleted_by_the_sink(tmp_path: Path) -> None:
+    """serving.prediction_log.retention_days: the log holds raw inputs, so old days go."""
+    storage = Storage.from_uri(str(tmp_path))
+    root = tmp_path / "predictions" / "churn"
+    for day in ("date=2026-01-01", "date=2026-01-02", "date=2026-01-03", "notes"):
+        (root / day).mkdir(parents=True)
+        (root / day / "rows.parquet").write_bytes(b"old")
+    settings = PredictionLogConfig(retention_days=7, flush_rows=4).model_dump()
+    today = dt.datetime(2026, 1, 10, 12, tzinfo=dt.timezone.utc)
+    sink = ParquetSink.from_settings(storage, "churn", settings, clock=lambda: today)
+    sink.write(batch(4).to_frame())
+    assert sorted(p.name for p in root.iterdir()) == [
+        "date=2026-01-03",  # exactly 7 days old: kept
+        "date=2026-01-10",  # today's rows
+        "notes",  # not a partition: never touched
+    ]
+    assert sink.pruned_partitions == 2
+    assert ParquetSink(storage, "churn").prune() == [], "no retention: nothing is deleted"
+
+
+def test_id_columns_are_left_out_of_the_log_with_log_ids_false(tmp_path: Path) -> None:
+    storage = Storage.from_uri(str(tmp_path))
+    rows = batch(4).to_frame().assign(customer_id=["a", "b", "c", "d"])
+    for log_ids, expected in ((True, True), (False, False)):
+        settings = PredictionLogConfig(log_ids=log_ids, flush_rows=4).model_dump()
+        sink = ParquetSink.from_settings(
+            storage, f"m{int(log_ids)}", settings, id_columns=["customer_id"]
+        )
+        sink.write(rows)
+        (file,) = (tmp_path / "predictions" / f"m{int(log_ids)}").rglob("*.parquet")
+        written = pd.read_parquet(file)
+        assert ("customer_id" in written.columns) is expected, list(written.columns)
+        assert len(written) == 4
+        assert "x" in written.columns

@@ -10,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from raymlops.config import ColumnSpec, ServingConfig
+from raymlops.errors import ConfigError
 from raymlops.examples import make_churn
 from raymlops.predictor import load_predictor
 from raymlops.registry import Registry
@@ -238,7 +240,57 @@ def test_api_key_is_required_except_for_health(predictor) -> None:  # type: igno
     assert _post(client, {"instances": [ROW]}, headers={"X-API-Key": "s3cret"}).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    assert "Bearer" in client.get("/openapi.json").json()["info"]["description"]
+    keyed = {"Authorization": "Bearer s3cret"}
+    assert "Bearer" in client.get("/openapi.json", headers=keyed).json()["info"]["description"]
+
+
+def test_docs_and_the_spec_are_behind_the_key(predictor) -> None:  # type: ignore[no-untyped-def]
+    """The spec lists every column with its ranges: with a key set it is not public."""
+    client = client_for(predictor, api_key="s3cret")
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 401, f"{path} answered without the key"
+        assert client.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
+    open_client = client_for(predictor)  # no key: loopback only, and the docs are open
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert open_client.get(path).status_code == 200, path
+    paths = open_client.get("/openapi.json").json()["paths"]
+    assert not {"/docs", "/redoc", "/openapi.json"} & set(paths), "the doc routes stay unlisted"
+
+
+def test_a_read_key_cannot_predict_and_a_predict_key_cannot_read(
+    predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """serving.api_keys: variable name -> roles; the keys are read from the environment of the
+    process that builds the app (the Serve replica)."""
+    monkeypatch.setenv("TEST_READ_KEY", "reader")
+    monkeypatch.setenv("TEST_PREDICT_KEY", "caller")
+    client = client_for(
+        predictor, api_keys={"TEST_READ_KEY": ["read"], "TEST_PREDICT_KEY": ["predict"]}
+    )
+    reader, caller = {"X-API-Key": "reader"}, {"Authorization": "Bearer caller"}
+    refused = _post(client, {"instances": [ROW]}, headers=reader)
+    assert refused.status_code == 403, refused.text
+    assert "'predict' role" in refused.json()["error"]["message"]
+    assert _post(client, {"instances": [ROW]}, headers=caller).status_code == 200
+    assert client.get("/v1/models/churn", headers=reader).status_code == 200
+    assert client.get("/openapi.json", headers=reader).status_code == 200
+    assert client.get("/v1/models/churn", headers=caller).status_code == 403
+    assert client.get("/docs", headers=caller).status_code == 403
+    assert _post(client, {"instances": [ROW]}).status_code == 401, "no key at all"
+    assert _post(client, {"instances": [ROW]}, headers={"X-API-Key": "other"}).status_code == 401
+    monkeypatch.delenv("TEST_READ_KEY")
+    with pytest.raises(ConfigError, match="serving.api_keys names TEST_READ_KEY"):
+        client_for(predictor, api_keys={"TEST_READ_KEY": ["read"]})
+
+
+def test_api_keys_name_variables_and_roles_strictly() -> None:
+    for bad, message in (
+        ({"my-secret-value": ["read"]}, "not an environment variable name"),
+        ({"READ_KEY": []}, "at least one of predict, read"),
+        ({"READ_KEY": ["admin"]}, "'predict' or 'read'"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            ServingConfig.model_validate({"api_keys": bad})
 
 
 def test_no_backend_yet_means_not_ready(predictor) -> None:  # type: ignore[no-untyped-def]
@@ -318,6 +370,32 @@ def test_every_request_is_observed_with_id_version_rows_status_and_latency(
     assert (
         "request_id=abc-1 POST /v1/models/churn:predict status=200 version=v1 rows=2" in caplog.text
     )
+
+
+def test_the_access_log_cannot_be_forged_through_the_path_or_the_request_id(
+    predictor, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """A percent-encoded newline in the path, or a request id with spaces, once wrote a second,
+    made-up access line; request ids are [A-Za-z0-9._-]{1,128} or replaced by a made one."""
+    client = client_for(predictor)
+    with caplog.at_level("INFO", logger="raymlops.access"):
+        client.get("/v1/models/x%0Arequest_id=evil%20GET%20/admin%20status=200")
+        answer = _post(client, {"instances": [ROW]}, headers={"X-Request-Id": "evil status=200"})
+        long_id = _post(client, {"instances": [ROW]}, headers={"X-Request-Id": "a" * 129})
+        fine = _post(client, {"instances": [ROW]}, headers={"X-Request-Id": "Ab.9_-z"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "raymlops.access"]
+    assert len(lines) == 4, lines
+    for line in lines:  # one line, seven space-separated fields, the status where it belongs
+        fields = line.split(" ")
+        assert "\n" not in line, line
+        assert len(fields) == 7, line
+        assert fields[0].startswith("request_id="), line
+        assert fields[3].startswith("status="), line
+    assert "/v1/models/x\\x0arequest_id=evil\\x20GET" in lines[0], lines[0]
+    for made in (answer, long_id):
+        assert len(made.headers["X-Request-Id"]) == 32, "an id outside the pattern is replaced"
+        assert "evil" not in made.headers["X-Request-Id"]
+    assert fine.headers["X-Request-Id"] == "Ab.9_-z"
 
 
 class _Counting:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from raymlops.data.split import holdout_mask
+from raymlops.data.split import holdout_mask, time_cut
 
 
 def test_split_is_deterministic_and_close_to_the_fraction() -> None:
@@ -30,3 +31,17 @@ def test_another_seed_gives_another_split() -> None:
     assert not np.array_equal(
         holdout_mask(ids, fraction=0.2, seed=1), holdout_mask(ids, fraction=0.2, seed=2)
     )
+
+
+def test_time_cut_holds_out_the_latest_fraction_from_block_sketches() -> None:
+    rng = np.random.default_rng(3)
+    times = rng.integers(0, 10**15, size=50_000)
+    blocks = np.array_split(times, 7)
+    sketches = [
+        (np.quantile(b, np.linspace(0, 1, 201), method="lower"), len(b)) for b in blocks
+    ]
+    cut = time_cut([*sketches, None], 0.2)  # a block without times counts for nothing
+    held = (times > cut).mean()
+    assert abs(held - 0.2) < 0.01  # the sketch's error, far below one percent here
+    with pytest.raises(ValueError, match="no row has a time"):
+        time_cut([None], 0.2)

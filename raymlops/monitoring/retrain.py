@@ -133,7 +133,9 @@ def submit_retrain(
     ``new`` is False when Ray already has a job with that id: the trigger was submitted before
     (by this monitor before a restart, or by a retry), and no second job is made.
     """
-    client = _jobs_client(address)
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
     try:
         client.submit_job(
             entrypoint=_entrypoint(str(Path(config_path).resolve()), window, parent, report),
@@ -148,20 +150,9 @@ def submit_retrain(
     return submission_id, True
 
 
-def _jobs_client(address: str) -> Any:
-    """Ray's Jobs client with the token found as ``raymlops job submit`` finds it (a monitor
-    on a cluster whose nodes do not set RAY_AUTH_MODE still sends it)."""
-    from ray.job_submission import JobSubmissionClient
-
-    from raymlops.cluster import read_token
-
-    token, _ = read_token()
-    return JobSubmissionClient(
-        address, headers={"Authorization": f"Bearer {token}"} if token else None
-    )
-
-
 def job_state(address: str, submission_id: str) -> tuple[str, str]:
     """(status, message) of a job, e.g. ("FAILED", "... exit code 1 ...")."""
-    info = _jobs_client(address).get_job_info(submission_id)
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(address).get_job_info(submission_id)
     return str(info.status.value if hasattr(info.status, "value") else info.status), info.message or ""

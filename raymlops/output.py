@@ -18,21 +18,25 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["LOG_DIR_ENV", "RayLog", "capture", "in_ray_job", "log_dir"]
+__all__ = ["LOG_DIR_ENV", "RayLog", "capture", "in_ray_job", "log_dir", "terminal_fds"]
 
 #: overrides the folder of the command logs (default ``~/.raymlops/logs``)
 LOG_DIR_ENV = "RAYMLOPS_LOG_DIR"
 
 # Ray sets it in the environment of every job driver (ray._private.runtime_env.constants)
 _RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+#: the capture in force in this process, if any
+_active: list[RayLog] = []
 
 
 def log_dir() -> Path:
@@ -57,10 +61,29 @@ class RayLog:
     _consoles: list[tuple[Any, Any]] = field(default_factory=list)
     _terminals: list[TextIO] = field(default_factory=list)
 
+    @contextlib.contextmanager
+    def terminal_fds(self) -> Iterator[None]:
+        """fds 1 and 2 on the terminal again for a while, then back on the log."""
+        _flush()
+        for fd, saved in zip((1, 2), self._saved_fds, strict=True):
+            os.dup2(saved, fd)
+        try:
+            yield
+        finally:
+            _flush()
+            log_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+            finally:
+                os.close(log_fd)
+
     def restore(self) -> None:
         """Give fds 1 and 2 back to the terminal and the consoles their own streams."""
         if not self._terminals:
             return  # restored already
+        if self in _active:
+            _active.remove(self)
         _flush()
         for fd, saved in zip((1, 2), self._saved_fds, strict=True):
             os.dup2(saved, fd)
@@ -92,6 +115,7 @@ def capture(command: str, consoles: Sequence[Any]) -> RayLog:
         os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace") for fd in saved
     ]
     log = RayLog(path, saved, _terminals=terminals)
+    _active.append(log)
     for console in consoles:
         log._consoles.append((console, console._file))  # None: the console follows sys.std*
         stream = console.file  # its own file, else sys.stderr / sys.stdout now
@@ -106,6 +130,41 @@ def _writes_to_fd(stream: Any) -> bool:
     try:
         return stream.fileno() in (1, 2)
     except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def terminal_fds() -> Iterator[None]:
+    """While a local Ray starts: its processes inherit fds 1 and 2, and must inherit the
+    terminal's, as without a capture (a retrain job that the monitor submitted to a Ray started
+    on the log's descriptors hung before its first Ray Data read). No-op without a capture."""
+    if not _active:
+        yield
+        return
+    log = _active[-1]
+    # Ray's own Python log lines meanwhile (the token notice) still go to the log file
+    handlers = logging.getLogger("ray").handlers
+    keep = _ToLog(log.path)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        with log.terminal_fds():
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+
+
+class _ToLog(logging.Filter):
+    """Writes a record to the log file instead of letting its handler show it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with contextlib.suppress(OSError), self.path.open("a", encoding="utf-8") as log:
+            log.write(f"{record.levelname} {record.name}: {record.getMessage()}\n")
         return False
 
 

@@ -79,7 +79,9 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             )
             if jobs:
                 kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
-            with _free_dashboard_agent_port(), loopback_ray():
+            from raymlops.output import terminal_fds
+
+            with _free_dashboard_agent_port(), loopback_ray(), terminal_fds():
                 ray.init(**kwargs)
         else:
             token = use_cluster_token()

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from rich.table import Table
 from raymlops.cli_cluster import cluster_app, job_app
 from raymlops.errors import DataValidationError, RaymlopsError, UsageError
 from raymlops.lineage import redact_uri
+from raymlops.output import RayLog
 
 try:  # typer >= 0.20 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -64,6 +66,12 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Project config (YAML).")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show Ray's own output here instead of in the command's log file."
+    ),
+]
 AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)."),
@@ -75,6 +83,62 @@ AllowSchemaChangeOpt = Annotated[
         help="Move the alias to a version whose input columns differ; then deploy serving again.",
     ),
 ]
+
+
+#: Ray's output of the running command, when it goes to a log file (see raymlops.output)
+_ray_log: RayLog | None = None
+#: the progress display of the stage that runs now, on a terminal
+_live: list[Any] = []
+
+
+def _quiet_ray(command: str, verbose: bool) -> Path | None:
+    """Send Ray's output to a log file until the command ends, unless ``--verbose`` (or this
+    process is a Ray job driver, whose log is the place for it); returns the file's path."""
+    global _ray_log
+    from raymlops.output import capture, in_ray_job
+
+    if _ray_log is None and not verbose and not in_ray_job():
+        _ray_log = capture(command, [out, err])
+    return _ray_log.path if _ray_log else None
+
+
+def _end_quiet_ray(*, restore: bool) -> Path | None:
+    """The log's path, once the command is over. ``restore=False`` (the process ends next)
+    leaves fds 1 and 2 on the log, so that Ray's lines printed while it shuts down at exit
+    go there too."""
+    global _ray_log
+    _stop_live()
+    log, _ray_log = _ray_log, None
+    if log is None:
+        return None
+    if restore:
+        log.restore()
+    return log.path
+
+
+def _stop_live() -> None:
+    while _live:
+        _live.pop().stop()
+
+
+def _check_data(cfg: Any, source: str, key: str) -> None:
+    """The data's header against the schema, before Ray starts (a typo in the target is a
+    one-second error, not a failed training run)."""
+    from raymlops.data.sources import resolve_source
+    from raymlops.preflight import check_columns, read_header
+    from raymlops.schema import Schema
+
+    check_columns(Schema.from_config(cfg), read_header(resolve_source(source)), key=key)
+
+
+def _check_model(cfg: Any, alias: str, config: Path) -> None:
+    """The model and the alias or version to load exist, before Ray starts."""
+    from raymlops.preflight import check_model
+    from raymlops.registry import Registry
+    from raymlops.storage import Storage
+
+    # not pipeline.open_registry: importing the training package (scikit-learn) takes seconds
+    check_model(Registry(Storage.from_uri(cfg.storage), cfg.name), alias, str(config))
 
 
 def _load(config: Path):  # type: ignore[no-untyped-def]
@@ -112,7 +176,7 @@ def init(
     if example not in EXAMPLES:
         raise typer.BadParameter(f"choose one of {', '.join(EXAMPLES)}", param_hint="--example")
     if (directory / "raymlops.yaml").exists() and not force:
-        raise RaymlopsError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
+        raise UsageError(f"{directory / 'raymlops.yaml'} exists; use --force to overwrite it")
     config = write_example(directory, example)
     out.print(
         f"[green]✓[/] wrote {config}"
@@ -126,6 +190,7 @@ def init(
 def config_check(config: ConfigOpt) -> None:
     """Validate the config, the data source and the storage, without training."""
     from raymlops.data.sources import resolve_source
+    from raymlops.preflight import check_columns, check_retrain_source, read_header
     from raymlops.schema import Schema
     from raymlops.storage import Storage
 
@@ -133,6 +198,8 @@ def config_check(config: ConfigOpt) -> None:
     schema = Schema.from_config(cfg)
     source = resolve_source(cfg.data.source)
     Storage.from_uri(cfg.storage)
+    columns = check_columns(schema, read_header(source), key="data.source")
+    retrain = check_retrain_source(cfg.monitoring.retrain_source, schema)
     table = Table(title=f"{config}: ok", show_header=False, box=None)
     table.add_row("name", cfg.name)
     table.add_row("task / metric", f"{cfg.training.task} / {cfg.training.metric}")
@@ -142,6 +209,9 @@ def config_check(config: ConfigOpt) -> None:
     )
     files = f"{len(source.files)} {source.kind} file(s)" if source.files else "bundled dataset"
     table.add_row("data", f"{cfg.data.source} ({files})")
+    if columns.undeclared:
+        table.add_row("not used", f"{', '.join(columns.undeclared)} (data.extra: ignore)")
+    table.add_row("retrain source", retrain)
     table.add_row("storage", redact_uri(cfg.storage))
     table.add_row("models", ", ".join(cfg.training.models or []))
     out.print(table)
@@ -161,48 +231,86 @@ def config_schema() -> None:
 def _stage_printer():  # type: ignore[no-untyped-def]
     from raymlops.training.stages import StageLog
 
-    count = {"n": 0}
-
     def start(name: str) -> None:
-        count["n"] += 1
-        err.print(f"[cyan]▶[/] {name} ...")
+        if _ray_log is None:
+            err.print(f"[cyan]▶[/] {name} ...")
+            return
+        print(f"▶ {name} ...", file=sys.stderr, flush=True)  # landmarks in the log file
+        if err.is_terminal:  # a spinner with the time so far; it leaves no line behind
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                redirect_stdout=False,  # Ray's prints belong in the log, not above the spinner
+                redirect_stderr=False,
+            )
+            progress.add_task(f"{name} ...", total=None)
+            progress.start()
+            _live.append(progress)
 
     def end(name: str, seconds: float, detail: str) -> None:
+        _stop_live()
         err.print(f"[green]✓[/] {name} [dim]({seconds:.1f}s)[/] {detail}")
+        if _ray_log is not None:
+            print(f"✓ {name} ({seconds:.1f}s) {detail}", file=sys.stderr, flush=True)
 
     return StageLog(on_start=start, on_end=end)
 
 
-def _trials_table(result: Any) -> Table:
-    table = Table(
-        title=f"Tune trials ({result.metric}; ★ best)", title_justify="left", box=box.SIMPLE_HEAD
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
+
+
+def _trials_table(result: Any, *, width: int | None = None) -> Table:
+    """One line per trial. The params column is shown when every trial's params fit on its
+    line at ``width`` (never wrapped inside a number); else the log file has the full table."""
+    texts = [_params_text(trial.params) for trial in result.trials]
+    fixed = 65  # #, model, score, steps, status and time with their padding
+    with_params = width is None or fixed + max(map(len, texts), default=0) <= width
+    title = f"Tune trials ({result.metric}; ★ best)"
+    if not with_params:
+        title += "; params in the log file"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("model", no_wrap=True)
     table.add_column(result.metric, justify="right", no_wrap=True)
-    table.add_column("steps", justify="right")
+    table.add_column("steps", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("params", overflow="fold")
-    for trial in result.trials:
-        params = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
-        )
+    if with_params:
+        table.add_column("params", no_wrap=True)
+    for trial, params in zip(result.trials, texts, strict=True):
         status = (
             trial.status
             if trial.status != "error"
             else f"[red]error[/] {escape(trial.error or '')}"
         )
-        table.add_row(
+        row = [
             f"{trial.index}{' ★' if trial.index == result.best_trial.index else ''}",
             trial.model,
             _fmt(trial.score),
             str(trial.steps),
             status,
             f"{trial.time_s:.1f}s",
-            escape(params),
-        )
+        ]
+        table.add_row(*row, *([escape(params)] if with_params else []))
     return table
+
+
+def _print_ray_log() -> None:
+    """Name the log file of Ray's output under a command's summary (none with --verbose): one
+    line, never wrapped inside the path, so that it can be copied."""
+    if _ray_log is not None:
+        out.print(
+            f"Ray's output: {escape(str(_ray_log.path))}  [dim](--verbose shows it here)[/]",
+            soft_wrap=True,
+        )
 
 
 def _summary(result: Any, config: Path) -> Panel:
@@ -218,7 +326,7 @@ def _summary(result: Any, config: Path) -> Panel:
         if result.champion_version:
             row.append(_fmt(champion.get(name)) if champion else "-")
         metrics.add_row(*row)
-    verdict = "[green]PASSED[/]" if result.gate.passed else "[red]FAILED[/]"
+    verdict = "PASSED" if result.gate.passed else "FAILED"
     if result.promoted:
         headline = f"[green]{result.name} {result.version} registered and promoted to champion[/]"
     elif result.gate.passed:
@@ -227,27 +335,50 @@ def _summary(result: Any, config: Path) -> Panel:
         headline = (
             f"[yellow]{result.name} {result.version} registered, not promoted: the gate failed[/]"
         )
-    lines = [f"gate {verdict} ({result.metric}):"]
-    lines += [f"  - {escape(reason)}" for reason in result.gate.reasons]
+    color = "green" if result.gate.passed else "red"
+    reasons = result.gate.reasons
+    if len(reasons) == 1:
+        lines = [f"gate [{color}]{verdict}[/] ({result.metric}): {escape(reasons[0])}"]
+    else:
+        lines = [f"gate [{color}]{verdict}[/] ({result.metric}):"]
+        lines += [f"  - {escape(reason)}" for reason in reasons]
     rows = result.rows
-    lines.append("")
     lines.append(f"data     {rows['total']} rows: {rows['train']} train, {rows['holdout']} holdout")
     best = result.best_trial
     total = sum(result.stages.values())
     lines.append(
         f"best     {best.model} trial #{best.index}, search {result.search_wall_s:.1f}s, total {total:.1f}s"
     )
-    lines.append(f"files    {result.registry_location}/versions/{result.version}")
+    width = max(40, out.width - 14)  # inside the panel, after the labels
+    lines += [
+        f"         {escape(part)}"
+        for part in textwrap.wrap(_params_text(best.params), width, break_long_words=False)
+    ]
+    lines.append(f"files    {_here(f'{result.registry_location}/versions/{result.version}')}")
     lines.append("")
     lines.append(f"next     raymlops registry show --config {config} {result.version}")
-    if not result.promoted:
-        lines.append(
-            f"         raymlops registry promote --config {config} {result.version}   # overrides the gate"
-        )
-    else:
-        lines.append(f"         raymlops registry verify --config {config} champion")
-    body = Group(headline, "", metrics, "", "\n".join(lines))
+    lines.append(_next_hint(result, config))
+    body = Group(headline, metrics, "\n".join(lines))
     return Panel(body, title="raymlops train", expand=False)
+
+
+def _here(location: str) -> str:
+    """A local path relative to the current folder when it is inside it (shorter, so that it
+    fits on the summary's line); anything else as it is."""
+    if "://" in location:
+        return location
+    with contextlib.suppress(ValueError):
+        return str(Path(location).resolve().relative_to(Path.cwd().resolve()))
+    return location
+
+
+def _next_hint(result: Any, config: Path) -> str:
+    """The second "next" line: promote a version that is not champion (saying so when that
+    overrides a failed gate), else verify the champion."""
+    if result.promoted:
+        return f"         raymlops registry verify --config {config} champion"
+    promote = f"         raymlops registry promote --config {config} {result.version}"
+    return promote if result.gate.passed else f"{promote}   # overrides the failed gate"
 
 
 @app.command()
@@ -257,17 +388,33 @@ def train(
         bool, typer.Option("--promote", help="Promote to champion if the gate passes.")
     ] = False,
     address: AddressOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="Less Tune output.")] = False,
+    verbose: VerboseOpt = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", hidden=True, help="Kept for scripts: the default now.")
+    ] = False,
 ) -> None:
     """Train, evaluate, gate and register a new version (and promote it with --promote)."""
     from raymlops.training.run import train as run_train
 
     cfg = _load(config)
+    _check_data(cfg, cfg.data.source, "data.source")
+    _quiet_ray("train", verbose)
     result = run_train(
         cfg, promote=promote, address=address, stages=_stage_printer(), verbose=0 if quiet else 1
     )
-    out.print(_trials_table(result))
+    if _ray_log is not None:  # the whole table, params and all, for the record
+        print(_plain(_trials_table(result)), file=sys.stderr, flush=True)
+    out.print(_trials_table(result, width=out.width))
     out.print(_summary(result, config))
+    _print_ray_log()
+
+
+def _plain(renderable: Any) -> str:
+    """``renderable`` as plain text, as wide as it needs (for the log file)."""
+    console = Console(width=250, no_color=True, highlight=False)
+    with console.capture() as captured:
+        console.print(renderable)
+    return captured.get()
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -437,8 +584,8 @@ def registry_promote(
 ) -> None:
     """Point an alias (champion by default) at a version that verifies; serving follows.
 
-    With ``--address`` (or RAY_ADDRESS) the replicas serving the model on that cluster are told
-    at once; otherwise they see the move at their next poll (``serving.reload_poll_s``).
+    With --address (or RAY_ADDRESS) the replicas serving the model on that cluster are told
+    at once; otherwise they see the move at their next poll (serving.reload_poll_s).
     """
     cfg = _load(config)
     if canary:
@@ -488,6 +635,7 @@ def _push_to_serving(model: str, address: str | None) -> str:
         from raymlops.runtime import ensure_ray
         from raymlops.serving.push import push_alias_moved
 
+        _quiet_ray("registry", False)
         ensure_ray(address)
         pushed = push_alias_moved(model)
     except Exception as exc:  # the move is done and durable; only the shortcut failed
@@ -514,9 +662,11 @@ def serve_command(
             "--monitor/--no-monitor", help="Run the DriftMonitor on the served traffic too."
         ),
     ] = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve the champion over HTTP with Ray Serve (Ctrl-C stops it), watched for drift."""
     cfg = _load(config)
+    _check_model(cfg, alias, config)
     from raymlops.runtime import ensure_ray, metrics_urls
     from raymlops.serving.app import build_application, resolve_api_key
 
@@ -525,6 +675,7 @@ def serve_command(
         raise UsageError(
             "--detach needs a running cluster (--address or RAY_ADDRESS): a local Ray ends with this process"
         )
+    _quiet_ray("serve", verbose)
     ensure_ray(address, jobs=monitor)  # the monitor submits retrains through the Jobs API
     from ray import serve
 
@@ -559,6 +710,7 @@ def serve_command(
                 f"(raymlops monitor status --config {config})"
             )
         out.print(Panel("\n".join(lines), title="raymlops serve", expand=False))
+        _print_ray_log()
         if detach:
             return
         out.print("[dim]Ctrl-C to stop[/]")
@@ -587,12 +739,16 @@ def predict_command(
     ],
     alias: Annotated[str, typer.Option(help="Registry alias or version.")] = "champion",
     address: AddressOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Batch inference with Ray Data and an actor pool holding the model; Parquet out."""
     from raymlops.runtime import ensure_ray
     from raymlops.serving.batch import batch_predict
 
     cfg = _load(config)
+    _check_input(input_path)
+    _check_model(cfg, alias, config)
+    _quiet_ray("predict", verbose)
     ensure_ray(address)
     result = batch_predict(cfg, input_path, output, alias=alias)
     out.print(
@@ -604,6 +760,21 @@ def predict_command(
             expand=False,
         )
     )
+    _print_ray_log()
+
+
+def _check_input(input_path: str) -> None:
+    """``--input`` matches CSV or Parquet files; it is read from the current folder."""
+    from raymlops.data.sources import resolve_source
+    from raymlops.errors import ConfigError
+
+    try:
+        resolve_source(input_path)
+    except ConfigError:
+        raise UsageError(
+            f"--input: no CSV or Parquet file matches {input_path!r} (a relative path is read "
+            f"from the current folder, {Path.cwd()}); check the path or the glob"
+        ) from None
 
 
 # -- monitor and retrain ---------------------------------------------------------------------------
@@ -626,7 +797,9 @@ def monitor_start(config: ConfigOpt, address: AddressOpt = None) -> None:
     from raymlops.monitoring.monitor import get_monitor, start_monitor
     from raymlops.runtime import ensure_ray
 
-    ensure_ray(_cluster_address(address, "monitor start"))
+    target = _cluster_address(address, "monitor start")
+    _quiet_ray("monitor", False)
+    ensure_ray(target)
     existed = get_monitor(cfg.name) is not None
     start_monitor(config)
     rule = cfg.monitoring
@@ -650,6 +823,7 @@ def monitor_status(config: ConfigOpt, address: AddressOpt = None) -> None:
         from raymlops.monitoring.monitor import get_monitor
         from raymlops.runtime import ensure_ray
 
+        _quiet_ray("monitor", False)
         ensure_ray(address)
         monitor = get_monitor(cfg.name)
         if monitor is not None:
@@ -742,7 +916,9 @@ def monitor_stop(config: ConfigOpt, address: AddressOpt = None) -> None:
     from raymlops.monitoring.monitor import stop_monitor
     from raymlops.runtime import ensure_ray
 
-    ensure_ray(_cluster_address(address, "monitor stop"))
+    target = _cluster_address(address, "monitor stop")
+    _quiet_ray("monitor", False)
+    ensure_ray(target)
     status = stop_monitor(cfg.name)
     if status is None:
         raise UsageError(f"no monitor runs for {cfg.name} on this cluster")
@@ -758,14 +934,18 @@ def retrain_command(
     parent: Annotated[str | None, typer.Option(help="The version being replaced.")] = None,
     report: Annotated[str | None, typer.Option(help="The drift report behind it.")] = None,
     address: AddressOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Retrain on monitoring.retrain_source, gate against the champion, promote if it passes.
 
-    This is what the monitor's retrain job runs (``jobs/retrain.py``).
+    This is what the monitor's retrain job runs (jobs/retrain.py).
     """
     from raymlops.monitoring.retrain import run_retrain
 
     cfg = _load(config)
+    if cfg.monitoring.retrain_source:
+        _check_data(cfg, cfg.monitoring.retrain_source, "monitoring.retrain_source")
+    _quiet_ray("retrain", verbose)
     result = run_retrain(
         cfg,
         trigger_window=trigger_window,
@@ -788,6 +968,7 @@ def demo(
         Path | None,
         typer.Option("--json", help="Also write the stage times and outcome here (the loop benchmark)."),
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """The whole loop on generated churn data: train -> serve -> drift -> retrain job -> swap."""
     from raymlops.demo import run_demo
@@ -810,6 +991,7 @@ def demo(
         else:
             err.print(f"[dim]{escape(text)}[/]")
 
+    _quiet_ray("demo", verbose)
     result = run_demo(workdir, address=address, events=show, stage_log=_stage_printer())
     seconds = time.perf_counter() - started
     if json_out is not None:
@@ -823,6 +1005,7 @@ def demo(
         }
         json_out.write_text(json.dumps(outcome, indent=2), encoding="utf-8")
     out.print(_demo_summary(result, seconds))
+    _print_ray_log()
 
 
 def _demo_summary(result: Any, seconds: float) -> Panel:
@@ -887,7 +1070,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (used by the console script and ``jobs/*.py``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="raymlops", standalone_mode=False)
+        try:
+            app(args=args, prog_name="raymlops", standalone_mode=False)
+        finally:
+            # called as a program (argv None): keep Ray's exit lines in the log as well
+            log = _end_quiet_ray(restore=argv is not None)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
@@ -898,14 +1085,32 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code or 2
     except DataValidationError as exc:
         _render_data_error(exc)
+        _print_log_path(log)
         return exc.exit_code
     except RaymlopsError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
+        _print_log_path(log)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
+        _print_log_path(log)
         return 130
+    except Exception:
+        if log is None or argv is not None:
+            raise
+        import traceback
+
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)  # the log file
+        err.print(trace, markup=False, highlight=False)
+        _print_log_path(log)
+        return 1
     return 0
+
+
+def _print_log_path(log: Path | None) -> None:
+    if log is not None:
+        err.print(f"[dim]Ray's output: {escape(str(log))}[/]", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -306,7 +306,9 @@ class RequestContract:
         known = set(self.columns)
         for row, record in enumerate(records):
             for key in record:
-                if key not in known and self.schema.extra == "error":
+                if key == self.schema.target:
+                    extra.add_one(str(key), "the target column", _TARGET_SENT, row, record[key])
+                elif key not in known and self.schema.extra == "error":
                     extra.add_one(str(key), "unexpected column", "only the declared columns",
                                   row, record[key])
         report.issues[:0] = extra.found
@@ -370,7 +372,7 @@ class RequestContract:
         message = str(exc)
         if malformed:
             return RequestRejected(400, f"malformed JSON: {message}", [])
-        return _from_msgspec(message)
+        return _from_msgspec(message, self.schema.target)
 
 
 def _fractional(values: np.ndarray) -> np.ndarray:
@@ -432,18 +434,23 @@ class _Issues:
 
 
 def report_details(report: ValidationReport) -> list[dict[str, Any]]:
-    """A report -> the API's ``[{row, field, message}]`` (0-based rows), first row first."""
+    """A report -> the API's ``[{row, field, message}]`` (rows 1-based, as in every message
+    raymlops prints: row 1 is ``instances[0]``), first row first."""
     details = [
         {
-            "row": row - 1,
+            "row": row,
             "field": issue.column,
-            "message": f"{issue.problem} (expected {issue.expected}): {value}",
+            "message": f"{issue.problem} (expected {_for_client(issue.expected)}): {value}",
         }
         for issue in report.issues
         for row, value in issue.examples
     ]
     details += [
-        {"row": None, "field": issue.column, "message": f"{issue.problem} (expected {issue.expected})"}
+        {
+            "row": None,
+            "field": issue.column,
+            "message": f"{issue.problem} (expected {_for_client(issue.expected)})",
+        }
         for issue in report.issues
         if not issue.examples
     ]
@@ -465,19 +472,34 @@ def _headline(details: list[dict[str, Any]]) -> str:
     return f"{where}field {first['field']}: {first['message']}"
 
 
-def _from_msgspec(message: str) -> RequestRejected:
+#: what a client that sent the target column is told
+_TARGET_SENT = "input columns only: the model predicts this one; leave it out of the request"
+# advice to the operator in a validation message ("(or set nullable: true)"): a client cannot act
+# on the project's config, so an HTTP answer leaves it out
+_CONFIG_ADVICE = re.compile(r"\s*\(or set [^)]*\)")
+
+
+def _for_client(expected: str) -> str:
+    return _CONFIG_ADVICE.sub("", expected)
+
+
+def _from_msgspec(message: str, target: str | None = None) -> RequestRejected:
     """A msgspec validation message ("... - at `$.instances[2].age`") -> a 422 with details."""
     found = _PATH.search(message)
     text = message[: found.start()].rstrip(" -") if found else message
     path = found.group("path") if found else ""
     row_match = _ROW_PATH.match(path)
-    row = int(row_match.group("row")) if row_match else None
+    row = int(row_match.group("row")) + 1 if row_match else None  # 1-based, as everywhere
     field = row_match.group("field") if row_match else (path.lstrip(".") or None)
     named = _BACKTICK.search(text)
     if named and (row_match is None or row_match.group("field") is None):
         field = named.group("field")
     if "unknown field" in text:
-        text = "unknown column (not in the schema)"
+        text = (
+            f"the target column (expected {_TARGET_SENT})"
+            if field is not None and field == target
+            else "unknown column (not in the schema)"
+        )
     details = [{"row": row, "field": field, "message": text}]
     return RequestRejected(422, _headline(details), details)
 

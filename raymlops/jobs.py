@@ -362,6 +362,14 @@ class _Client:
             "with `ray get-auth-token` or from its Kubernetes secret"
         )
 
+    def ray_cli_auth(self) -> str:
+        """The environment Ray's own CLI needs to send the token this client found."""
+        if self.token is None:
+            return ""
+        if self.token_source == "RAY_AUTH_TOKEN":  # noqa: S105 - a variable name, not a secret
+            return "RAY_AUTH_MODE=token "
+        return f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={self.token_source} "
+
     def submit(self, plan: JobPlan) -> str:
         runtime_env: dict[str, Any] = {
             "working_dir": str(plan.working_dir),
@@ -393,8 +401,8 @@ class _Client:
         except RuntimeError as exc:
             if "404" in str(exc) or "does not exist" in str(exc):
                 raise JobError(
-                    f"no job {job_id!r} on {self.address}; list jobs with `ray job list "
-                    f"--address {self.address}`"
+                    f"no job {job_id!r} on {self.address}; list jobs with "
+                    f"`{self.ray_cli_auth()}ray job list --address {self.address}`"
                 ) from None
             raise JobError(f"cannot read job {job_id}: {exc}") from None
 

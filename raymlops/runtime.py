@@ -21,6 +21,7 @@ from raymlops.raystart import LOOPBACK_ENV
 __all__ = [
     "LOCAL_HOST",
     "LOCAL_RAY_ENV",
+    "auth_error",
     "connected_jobs_address",
     "ensure_ray",
     "init_local_ray",
@@ -28,6 +29,7 @@ __all__ = [
     "metrics_urls",
     "private_token_env",
     "refuse_haproxy",
+    "use_cluster_token",
 ]
 
 #: where every server of a local Ray that raymlops starts binds: the GCS, raylet, workers,
@@ -81,7 +83,14 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
                 kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
             init_local_ray(**kwargs)
         else:
-            ray.init(address=address, **kwargs)
+            token = use_cluster_token()
+            try:
+                ray.init(address=address, **kwargs)
+            except Exception as exc:
+                error = auth_error(exc, address, token)
+                if error is None:
+                    raise
+                raise error from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
 
@@ -98,7 +107,11 @@ def init_local_ray(**kwargs: Any) -> None:
     kwargs.setdefault(
         "runtime_env", {"worker_process_setup_hook": "raymlops.raystart.loopback_worker"}
     )
-    with _free_dashboard_agent_port(), loopback_ray():
+    from raymlops.output import terminal_fds
+
+    # Ray's processes start on the terminal's descriptors, not a command's captured log: a
+    # job's driver that inherits the capture hangs the monitor's retrain (raymlops.output)
+    with _free_dashboard_agent_port(), loopback_ray(), terminal_fds():
         ray.init(**kwargs)
 
 
@@ -127,6 +140,61 @@ def connected_jobs_address() -> str:
     import ray
 
     return ray.get_runtime_context().gcs_address
+
+
+def use_cluster_token() -> str:
+    """Let this process's Ray client send the cluster's token, found as ``raymlops job submit``
+    finds it (:func:`raymlops.cluster.read_token`); returns, in words, which token or where it
+    was looked for.
+
+    Ray 2.60 sends a token only with ``RAY_AUTH_MODE=token``, and does not look in
+    ``~/.raymlops/auth_token`` (``raymlops cluster up``'s): both are set here unless the
+    environment already says otherwise.
+    """
+    from raymlops.cluster import read_token
+    from raymlops.output import in_ray_job
+
+    if in_ray_job():
+        return "the token of the job's cluster"  # Ray set up the driver's environment
+    token, source = read_token()
+    if token is None:
+        return f"no token was found (looked in {source})"
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if source != "RAY_AUTH_TOKEN":
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", source)
+    # Ray reads its config once, at import; refreshed as Ray's own token setup does
+    from ray._raylet import Config
+
+    Config.initialize("")
+    return f"the token from {source}"
+
+
+_AUTH_WORDS = ("authenticat", "invalidauthtoken", "unauthenticated", "auth token")
+
+
+def auth_error(exc: BaseException, address: str, token: str) -> Exception | None:
+    """A :class:`UsageError` (exit 2) for a connection the cluster refused or did not answer,
+    naming the token sent or where it was looked for (``token``, from
+    :func:`use_cluster_token`); None for any other failure."""
+    from raymlops.errors import UsageError
+
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if any(word in text for word in _AUTH_WORDS):
+        why = f"the Ray cluster at {address} refused this connection: {token}"
+    elif isinstance(exc, ConnectionError):
+        # Ray retries a refused token for 20 s, then says only "Failed to connect"
+        why = (
+            f"cannot connect to the Ray cluster at {address} ({exc}): nothing runs there, or "
+            f"it refused {token}"
+        )
+    else:
+        return None
+    return UsageError(
+        f"{why}. Check the address; set RAY_AUTH_TOKEN "
+        "(or RAY_AUTH_TOKEN_PATH) to the cluster's token: `raymlops cluster up` keeps it in "
+        "~/.raymlops/auth_token; on a launcher or KubeRay cluster get it with "
+        "`ray get-auth-token` or from its Kubernetes secret"
+    )
 
 
 def private_token_env() -> None:

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -327,7 +328,12 @@ def column_drift(ref: ColumnProfile, current: pd.Series) -> ColumnDrift:
         values = _clean(current, "num", ref.name, "current")
         found = len(values) > 0
         if found:
-            method, score = _numeric_drift(ref, values)
+            # values near the float limit (1e308 passes validation) overflow the distance:
+            # it is then the largest float, and the column has drifted, without numpy warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                method, score = _numeric_drift(ref, values)
+            if not math.isfinite(score):  # a p-value of 0 or the largest distance: drifted
+                score = 0.0 if method in (KS, CHI2, Z_TEST) else sys.float_info.max
     else:
         union, ref_counts, cur_counts = _category_counts(ref, _clean(current, "cat", ref.name, ""))
         found = cur_counts.sum() > 0

@@ -57,13 +57,42 @@ from raymlops.schema import Schema
 from raymlops.serving.monitor_sink import NAMESPACE, find_monitor, monitor_name
 from raymlops.storage import Storage
 
-__all__ = ["get_monitor", "monitor_name", "start_monitor", "stop_monitor"]
+__all__ = ["GaugeKeeper", "get_monitor", "monitor_name", "start_monitor", "stop_monitor"]
 
 _log = logging.getLogger("raymlops.monitoring")
 #: cut windows that may wait for the worker; more are dropped and counted
 _MAX_PENDING = 4
 #: a job submission refused by a busy or starting head is tried again, this often and apart
 _SUBMIT_TRIES, _SUBMIT_RETRY_S = 6, 5.0
+
+
+#: Ray's metrics agent drops a gauge series that is not set again for about 20 s, so a 30-60 s
+#: scrape between windows missed raymlops_drift_share/score; the monitor sets them again this often
+GAUGE_REFRESH_S = 5.0
+
+
+class GaugeKeeper:
+    """Sets gauges and keeps their last values, to set them again every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = GAUGE_REFRESH_S, clock: Any = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Any, float, dict]] = {}
+        self._set_at = clock()
+
+    def set(self, gauge: Any, value: float, tags: dict[str, str]) -> None:
+        gauge.set(value, tags=tags)
+        self._last[(id(gauge), tuple(sorted(tags.items())))] = (gauge, value, tags)
+
+    def refresh(self) -> int:
+        """Set every kept value again when ``every_s`` has passed; returns how many were set."""
+        now = self._clock()
+        if now - self._set_at < self.every_s:
+            return 0
+        self._set_at = now
+        for gauge, value, tags in self._last.values():
+            gauge.set(value, tags=tags)
+        return len(self._last)
 
 
 class _Reference(NamedTuple):
@@ -91,6 +120,7 @@ class DriftMonitor:
         self._references: dict[str, _Reference] = {}
         self._decisions: list[dict[str, Any]] = []
         self._metrics: dict[str, Any] | None = None
+        self._gauges = GaugeKeeper()
         self._follow_s = follow_s
         self._stop = threading.Event()
         self.state = self._load_state()
@@ -170,8 +200,9 @@ class DriftMonitor:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            self._gauges.refresh()
             try:
-                window = self._pending.get(timeout=self._follow_s)
+                window = self._pending.get(timeout=min(self._follow_s, GAUGE_REFRESH_S))
             except queue.Empty:
                 self._follow_job()
                 continue
@@ -378,9 +409,10 @@ class DriftMonitor:
 
     def _observe(self, drift: Any, decision: Decision) -> None:
         instruments, model = self._instruments(), self.config.name
-        instruments["share"].set(drift.share, tags={"model": model})
+        self._gauges.set(instruments["share"], drift.share, {"model": model})
         for column in drift.columns:
-            instruments["score"].set(column.score, tags={"model": model, "column": column.column})
+            tags = {"model": model, "column": column.column}
+            self._gauges.set(instruments["score"], column.score, tags)
         instruments["windows"].inc(tags={"model": model, "drifted": str(decision.drifted).lower()})
 
     def _count(self, name: str) -> None:

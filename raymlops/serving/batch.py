@@ -79,9 +79,11 @@ def batch_predict(
         concurrency=max(1, min(actors, int(cpus))),
         num_cpus=1,
     )
-    # the input's 0-based row number travels with each prediction, to join results back
+    # the input's row number travels with each prediction, to join results back; 1-based, as
+    # in every message raymlops prints (row 1 is the first data row)
     predicted = predicted.map_batches(
-        lambda b: b.rename(columns={ROW_ID: "row"}), batch_format="pandas"
+        lambda b: b.rename(columns={ROW_ID: "row"}).assign(row=lambda f: f["row"] + 1),
+        batch_format="pandas",
     )
     predicted.write_parquet(output)
     return BatchResult(

@@ -36,8 +36,10 @@ def _wait_for(condition, server: subprocess.Popen[str], timeout_s: float = 120) 
     return False
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160", "RAY_ADDRESS": ""}
+def run(
+    *args: str, cwd: Path, columns: int = 160, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "RAY_ADDRESS": "", **(env or {})}
     return subprocess.run(
         [RAYMLOPS, *args],
         cwd=cwd,
@@ -55,12 +57,35 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     config = "project/raymlops.yaml"
 
-    first = run("train", "--config", config, "--promote", "--quiet", cwd=tmp_path)
+    # an 80-column terminal, the narrowest common one (the most wrapped lines)
+    logs = tmp_path / "logs"
+    first = run(
+        "train",
+        "--config",
+        config,
+        "--promote",
+        cwd=tmp_path,
+        columns=80,
+        env={"RAYMLOPS_LOG_DIR": str(logs)},
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "churn v1 registered and promoted to champion" in first.stdout
     assert "Tune trials" in first.stdout
     for stage in ("read and validate data", "search (Ray Tune)", "register version"):
         assert stage in first.stderr, f"progress shows the stage {stage!r}"
+    printed = first.stdout.splitlines() + first.stderr.splitlines()
+    assert len(printed) < 40, f"train is quiet by default ({len(printed)} lines):\n" + "\n".join(
+        printed
+    )
+    named = [line for line in first.stdout.splitlines() if line.startswith("Ray's output: ")]
+    assert named, "the summary names the log file of Ray's output"
+    log = Path(named[0].removeprefix("Ray's output: ").split()[0])
+    assert log.parent == logs, f"{log} is in RAYMLOPS_LOG_DIR"
+    assert log.is_file(), f"{log} exists"
+    ray_lines = log.read_text()
+    assert "Starting execution of Dataset" in ray_lines, "Ray Data's lines are in the log"
+    assert "Trial status" in ray_lines, "Tune's lines are in the log"
+    assert "INFO" not in first.stdout + first.stderr, "no Ray INFO line on the terminal"
 
     show = run("registry", "show", "--config", config, "champion", cwd=tmp_path)
     assert show.returncode == 0, show.stderr

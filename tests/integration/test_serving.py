@@ -319,7 +319,7 @@ def test_batch_job_equals_http_and_in_process(served: tuple[Path, str], tmp_path
         == 0
     )
     batch = read_predictions(str(tmp_path / "out"))
-    assert batch["row"].tolist() == list(range(300))
+    assert batch["row"].tolist() == list(range(1, 301)), "rows are 1-based, as in every message"
     assert set(batch["model_version"]) == {"v1"}
     instances = json.loads(rows.head(25).to_json(orient="records", date_format="iso"))
     http = httpx.post(

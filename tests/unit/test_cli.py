@@ -25,7 +25,19 @@ def test_init_writes_a_project_that_checks(
     out = capsys.readouterr().out
     assert "ok" in out
     assert "classification / roc_auc" in out
-    assert main(["init", str(tmp_path / "p")]) == 1, "an existing project is not overwritten"
+    assert main(["init", str(tmp_path / "p")]) == 2, "an existing project is bad usage (exit 2)"
+    assert "use --force" in capsys.readouterr().err
+
+
+def test_help_has_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Docstrings become --help text: no ``double backticks`` there."""
+    from raymlops.cli import app
+
+    for group in [app, *(g.typer_instance for g in app.registered_groups)]:
+        for command in group.registered_commands:
+            assert "``" not in (command.callback.__doc__ or ""), command.callback.__name__
+    assert main(["registry", "promote", "--help"]) == 0
+    assert "``" not in capsys.readouterr().out
 
 
 def test_init_breast_cancer_example_loads(tmp_path: Path) -> None:

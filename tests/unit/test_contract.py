@@ -198,7 +198,8 @@ def test_typed_values_must_have_the_declared_type(field: str, value: object) -> 
     with pytest.raises(RequestRejected) as refused:
         CONTRACT.decode(json.dumps({"instances": [row, {**row, field: value}]}).encode())
     assert refused.value.status == 422
-    assert (refused.value.details[0]["row"], refused.value.details[0]["field"]) == (1, field)
+    # the second instance is row 2: rows are 1-based in every message
+    assert (refused.value.details[0]["row"], refused.value.details[0]["field"]) == (2, field)
 
 
 def test_an_int_is_a_whole_number_as_json_schema_says() -> None:

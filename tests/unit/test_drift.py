@@ -297,3 +297,24 @@ def test_report_with_labels_adds_quality(tmp_path: Path) -> None:
     assert "label" in info.columns, "target drift is part of a labelled window's report"
     names = [m["metric_name"] for m in snapshot.dict()["metrics"]]
     assert any("Accuracy" in n for n in names), names
+
+
+@pytest.mark.parametrize("reference_rows", [2000, 500], ids=["wasserstein", "ks"])
+def test_values_near_the_float_limit_drift_without_numpy_warnings(reference_rows: int) -> None:
+    """1e308 is a valid float (the API accepts it); the distance to it overflows. The column
+    then drifts, with the largest float (or a p-value of 0) as score, and numpy stays quiet."""
+    import warnings
+
+    from raymlops.monitoring.drift import ReferenceProfile, compute_drift
+    from raymlops.schema import Schema
+
+    schema = Schema.from_columns({"x": ColumnSpec(type="float")}, target="y", task="classification")
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"x": rng.normal(size=reference_rows), "y": ["a"] * reference_rows})
+    profile = ReferenceProfile.build(reference, schema, columns=["x"])
+    huge = np.r_[np.full(250, 1e308), np.full(250, -1e308)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning fails the test
+        verdict = compute_drift(profile, pd.DataFrame({"x": huge}), drift_share=0.5).columns[0]
+    assert verdict.drifted, verdict
+    assert math.isfinite(verdict.score), "a finite score: JSON and Prometheus take it"

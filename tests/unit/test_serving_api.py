@@ -114,18 +114,35 @@ def _post(client: TestClient, body: object, **kwargs: object):  # type: ignore[n
     return client.post("/v1/models/churn:predict", json=body, **kwargs)  # type: ignore[arg-type]
 
 
+def test_errors_speak_to_the_client(client: TestClient) -> None:
+    """No config advice over HTTP (a client cannot set nullable: true), and the target column
+    sent in a request is named as the target, not as a column the schema lacks."""
+    answer = _post(client, {"instances": [ROW, {**ROW, "tenure_months": None}]})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert "set nullable" not in answer.text, "config advice is for the operator, not the client"
+    assert "expected a value" in answer.text
+    assert (error["details"][0]["row"], error["details"][0]["field"]) == (2, "tenure_months")
+    target = _post(client, {"instances": [{**ROW, "churned": "yes"}]})
+    assert target.status_code == 422, target.text
+    detail = target.json()["error"]["details"][0]
+    assert detail["field"] == "churned"
+    assert "the target column" in detail["message"]
+    assert "not in the schema" not in target.text
+
+
 @pytest.mark.parametrize(
     ("instances", "field", "row"),
     [
-        ([{**ROW, "colour": "red"}], "colour", 0),
-        ([ROW, {k: v for k, v in ROW.items() if k != "plan"}], "plan", 1),
-        ([{**ROW, "tenure_months": "twelve"}], "tenure_months", 0),
-        ([{**ROW, "tenure_months": 12.5}], "tenure_months", 0),
-        ([{**ROW, "autopay": "yes"}], "autopay", 0),
-        ([{**ROW, "tenure_months": -1}], "tenure_months", 0),
-        ([ROW, ROW, {**ROW, "monthly_spend": -5}], "monthly_spend", 2),
-        ([{**ROW, "plan": "gold"}], "plan", 0),
-        ([{**ROW, "plan": None}], "plan", 0),
+        ([{**ROW, "colour": "red"}], "colour", 1),
+        ([ROW, {k: v for k, v in ROW.items() if k != "plan"}], "plan", 2),
+        ([{**ROW, "tenure_months": "twelve"}], "tenure_months", 1),
+        ([{**ROW, "tenure_months": 12.5}], "tenure_months", 1),
+        ([{**ROW, "autopay": "yes"}], "autopay", 1),
+        ([{**ROW, "tenure_months": -1}], "tenure_months", 1),
+        ([ROW, ROW, {**ROW, "monthly_spend": -5}], "monthly_spend", 3),
+        ([{**ROW, "plan": "gold"}], "plan", 1),
+        ([{**ROW, "plan": None}], "plan", 1),
     ],
     ids=[
         "unknown-column",
@@ -505,7 +522,7 @@ def test_bad_values_from_the_audit_are_422_naming_the_field(
     )
     assert answer.status_code == 422, answer.text
     detail = answer.json()["error"]["details"][0]
-    assert (detail["row"], detail["field"]) == (0, field)
+    assert (detail["row"], detail["field"]) == (1, field), "rows are 1-based: row 1 is instances[0]"
 
 
 def test_id_columns_may_be_left_out(client: TestClient) -> None:

@@ -147,10 +147,13 @@ CheckSeverity = Literal["block", "warn", "off"]
 
 
 class DuplicatesRule(_Strict):
-    """Rows that repeat an earlier row exactly, above ``max_share`` of all rows."""
+    """Rows that repeat an earlier row exactly: ``severity`` above ``max_share`` of all rows,
+    and ``block`` above ``block_share`` (a dataset that is mostly copies), whatever the
+    severity, unless the check is ``off``."""
 
     severity: CheckSeverity = "warn"
     max_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    block_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class SplitOverlapRule(_Strict):

@@ -293,14 +293,16 @@ def check_overlap(
     holdout = max(found.rows - found.train_rows, 1)
     rule = rules.duplicates
     share = found.duplicates.count / rows
+    mostly = rule.severity != "off" and share > rule.block_share  # mostly copies: always blocks
     out.append(
         _against(
             "duplicates",
-            rule.severity,
+            "block" if mostly else rule.severity,
             share > rule.max_share,
-            f"{found.duplicates.count} of {found.rows} rows ({share:.2%}) repeat an earlier row",
+            f"{found.duplicates.count} of {found.rows} rows ({share:.2%}) repeat an earlier row"
+            + (f", more than data.checks.duplicates.block_share ({rule.block_share:g})" if mostly else ""),
             value=share,
-            threshold=rule.max_share,
+            threshold=rule.block_share if mostly else rule.max_share,
             rows=found.duplicates.rows,
         )
     )

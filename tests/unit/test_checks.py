@@ -98,6 +98,19 @@ def test_exact_duplicates_are_counted_with_their_first_row_numbers() -> None:
     assert "2 of 402 rows" in duplicates.message
 
 
+def test_a_dataset_that_is_mostly_duplicates_is_blocked_saying_how_many_and_where() -> None:
+    raw = frame(100)
+    copies = pd.concat([raw] + [raw.iloc[:60]] * 3, ignore_index=True)  # 180 of 280 rows repeat
+    [duplicates] = by_check(check_overlap(findings_of(copies), RULES), "duplicates")
+    assert duplicates.severity == "block"
+    assert "180 of 280 rows (64.29%) repeat an earlier row" in duplicates.message
+    assert duplicates.rows == (101, 102, 103, 104, 105)
+    assert duplicates.threshold == 0.5
+    off = DataChecksConfig.model_validate({"duplicates": {"severity": "off"}})
+    [quiet] = by_check(check_overlap(findings_of(copies), off), "duplicates")
+    assert quiet.severity != "block"  # off means off, however many copies
+
+
 def test_feature_rows_on_both_sides_of_the_split_are_found() -> None:
     """Copies of training rows (new ids, same features) landing in the holdout inflate the
     holdout metric: above 1% of the holdout they block by default, and warn when asked; with

@@ -17,7 +17,7 @@ import io
 from dataclasses import dataclass
 
 from raymlops.data.sources import ResolvedSource, load_sklearn_frame, resolve_source
-from raymlops.errors import ConfigError, RegistryError
+from raymlops.errors import ConfigError, DataValidationError, RegistryError
 from raymlops.registry import Registry
 from raymlops.schema import Schema
 
@@ -58,7 +58,12 @@ def read_header(source: ResolvedSource) -> Header:
     if source.kind == "parquet":
         import pyarrow.parquet as pq
 
-        return Header(path, list(pq.read_schema(path, filesystem=source.filesystem).names))
+        schema = pq.read_schema(path, filesystem=source.filesystem)
+        # a pandas index saved with the frame (``__index_level_0__``) is not a column of the data
+        index = {
+            c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)
+        }
+        return Header(path, [name for name in schema.names if name not in index])
     with source.filesystem.open_input_stream(path, compression="detect") as stream:
         head = stream.read(_HEAD_BYTES).decode("utf-8", errors="replace")
     first = next(csv.reader(io.StringIO(head.splitlines()[0] if head else "")), [])
@@ -74,8 +79,10 @@ def check_columns(schema: Schema, header: Header, *, key: str) -> ColumnsCheck:
     """The declared columns and the target against ``header`` (of the file at ``key``).
 
     Raises:
-        ConfigError: the target or a declared column is not in the data; a column the data
-            has is not declared while ``data.extra`` is ``error``.
+        ConfigError: the target is not a column of the data (most often a typo in the config).
+        DataValidationError: a declared column is not in the data, or a column the data has is
+            not declared while ``data.extra`` is ``error``: the data breaks the schema (exit 3,
+            worded like the validation report, before Ray starts).
     """
     present = set(header.columns)
     if schema.target not in present:
@@ -84,19 +91,20 @@ def check_columns(schema: Schema, header: Header, *, key: str) -> ColumnsCheck:
             f"{_close(schema.target, header.columns)} (its columns: {', '.join(header.columns)})"
         )
     missing = [name for name in schema.names if name not in present]
-    if missing:
-        hints = "".join(f"\n  - {name!r}{_close(name, header.columns)}" for name in missing)
-        raise ConfigError(
-            f"data.columns: declared but not in {header.file} ({key}):{hints}\n"
-            f"fix the name under data.columns, or remove it (its columns: "
-            f"{', '.join(header.columns)})"
-        )
     undeclared = [name for name in header.columns if name not in schema.columns]
-    if undeclared and schema.extra == "error":
-        raise ConfigError(
-            f"data.columns: {header.file} ({key}) has columns that are not declared: "
-            f"{', '.join(undeclared)}; declare them under data.columns (role: ignore keeps a "
-            "column out of the model), or set data.extra: ignore"
+    lines = [
+        f"  column {name!r}: missing column (declared under data.columns)"
+        f"{_close(name, header.columns)}"
+        for name in missing
+    ]
+    if schema.extra == "error":
+        lines += [f"  column {name!r}: unexpected column (not declared)" for name in undeclared]
+    if lines:
+        raise DataValidationError(
+            f"{header.file} ({key}) does not match data.columns:\n" + "\n".join(lines) + "\n"
+            "fix the names under data.columns or in the data; role: ignore keeps a column out "
+            f"of the model, data.extra: ignore drops undeclared ones (its columns: "
+            f"{', '.join(header.columns)})"
         )
     return ColumnsCheck(header, undeclared)
 
@@ -105,7 +113,7 @@ def check_retrain_source(retrain_source: str | None, schema: Schema) -> str:
     """``monitoring.retrain_source`` in words: the files it matches now and their columns.
 
     Raises:
-        ConfigError: its files' columns do not match the schema.
+        DataValidationError: its files' columns do not match the schema.
     """
     if not retrain_source:
         return "not set (drift is reported, nothing is retrained)"

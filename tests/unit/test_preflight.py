@@ -12,7 +12,7 @@ import pytest
 from raymlops.cli import main
 from raymlops.config import ColumnSpec, load_config
 from raymlops.data.sources import resolve_source
-from raymlops.errors import ConfigError, RegistryError
+from raymlops.errors import ConfigError, DataValidationError, RegistryError
 from raymlops.pipeline import open_registry
 from raymlops.preflight import check_columns, check_model, check_retrain_source, read_header
 from raymlops.schema import Schema
@@ -55,9 +55,10 @@ def test_a_declared_column_missing_from_the_data_is_named(tmp_path: Path) -> Non
     pd.DataFrame({"customer_id": ["a"], "tenur": [1], "plan": ["x"], "churned": ["no"]}).to_parquet(
         path
     )
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(DataValidationError) as caught:  # the data breaks the schema: exit 3
         check_columns(_schema(), read_header(resolve_source(str(path))), key="data.source")
-    assert "'tenure'; did you mean 'tenur'?" in str(caught.value)
+    assert "column 'tenure': missing column" in str(caught.value)
+    assert "did you mean 'tenur'?" in str(caught.value)
 
 
 def test_undeclared_columns_fail_unless_extra_is_ignore(tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ def test_undeclared_columns_fail_unless_extra_is_ignore(tmp_path: Path) -> None:
     )
     frame.to_csv(path, index=False)
     header = read_header(resolve_source(str(path)))
-    with pytest.raises(ConfigError, match="columns that are not declared: notes"):
+    with pytest.raises(DataValidationError, match="column 'notes': unexpected column"):
         check_columns(_schema(), header, key="data.source")
     assert check_columns(_schema(extra="ignore"), header, key="data.source").undeclared == [
         "notes"
@@ -80,7 +81,7 @@ def test_the_retrain_source_is_resolved_and_its_columns_checked(
     assert "no file yet" in check_retrain_source(str(tmp_path / "fresh" / "*.csv"), _schema())
     assert "1 csv file(s)" in check_retrain_source(str(data), _schema())
     pd.DataFrame({"customer_id": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ConfigError, match=r"monitoring\.retrain_source"):
+    with pytest.raises(ConfigError, match=r"monitoring\.retrain_source"):  # no target there
         check_retrain_source(str(tmp_path / "bad.csv"), _schema())
 
 

@@ -20,6 +20,14 @@ install: $(BIN)/.installed
 		apt-get install -y -qq $$missing >/dev/null) \
 		|| echo "could not install $$missing: run apt-get install -y $$missing"
 
+# KServe's own SDK for the test that checks our KServe V1 API with KServe's client: its own
+# virtualenv, because kserve pins protobuf<7 and Ray 2.60 runs with protobuf 7
+KSERVE_VENV := .venv-kserve
+$(KSERVE_VENV)/.installed: tests/kserve/requirements.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r tests/kserve/requirements.txt
+	touch $@
+
 demo: install                ## set up, then run the demo loop
 	$(BIN)/raymlops demo --workdir demo
 
@@ -27,7 +35,7 @@ lint: install                ## layering contract (pure core has no ray) and ruf
 	$(BIN)/lint-imports
 	$(BIN)/ruff check raymlops tests jobs benchmarks
 
-test: lint                   ## everything CI runs: lint, unit, integration, e2e
+test: lint $(KSERVE_VENV)/.installed  ## everything CI runs: lint, unit, integration, e2e
 	$(BIN)/python -m pytest tests
 
 test-unit: install           ## the seconds-long tier, no Ray
@@ -38,4 +46,4 @@ bench: install               ## every suite side by side; refreshes README's tab
 	$(BIN)/python -m benchmarks --suite all --readme
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) demo .pytest_cache .ruff_cache

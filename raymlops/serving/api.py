@@ -67,8 +67,10 @@ __all__ = [
     "ErrorResponse",
     "LocalBackend",
     "PredictOutput",
+    "QUEUE_FACTOR",
     "ServiceOverloaded",
     "SplitBackend",
+    "admitted_predictions",
     "api_keys_from_env",
     "create_app",
     "log_access",
@@ -230,6 +232,22 @@ def attached_backend(key: str | None) -> Backend | None:
 
 class ServiceOverloaded(Exception):
     """Raised by a backend whose queue is full: the client gets 503 with Retry-After."""
+
+
+#: an app admits this many times ``max_ongoing_requests`` predictions waiting, then says 503
+QUEUE_FACTOR = 4
+
+
+def admitted_predictions(serving: ServingConfig) -> int:
+    """Predictions one app (one Serve replica) holds at once: ``max_ongoing_requests`` running
+    in batches plus ``QUEUE_FACTOR`` times as many waiting; the next is answered 503 at once."""
+    return serving.max_ongoing_requests * (1 + QUEUE_FACTOR)
+
+
+@dataclass
+class _Admission:
+    limit: int
+    in_flight: int = 0
 
 
 class _Unauthorized(Exception):
@@ -559,6 +577,8 @@ def create_app(
         openapi_url=None,
     )
     app.state.backend = backend
+    # predictions in this app (one per Serve replica); only touched on its event loop
+    admission = app.state.admission = _Admission(limit=admitted_predictions(serving))
     app.add_middleware(
         RequestGuard,
         max_body_bytes=serving.max_body_bytes,
@@ -700,6 +720,17 @@ def create_app(
     )
     async def predict(model: str, request: Request) -> Any:
         _check_name(model)  # an unknown model is 404 whatever the body holds
+        # counted from arrival, before the body is read: a burst is refused at once, whether
+        # it piles up decoding, waiting for a batch or predicting
+        if admission.in_flight >= admission.limit:
+            return _error(503, "the model is overloaded; retry shortly", **{"Retry-After": "1"})
+        admission.in_flight += 1
+        try:
+            return await _predict(request)
+        finally:
+            admission.in_flight -= 1
+
+    async def _predict(request: Request) -> Any:
         try:
             body = await request.body()
         except ClientDisconnect:  # the guard refused the body (413) and already answered

@@ -47,10 +47,12 @@ from raymlops.registry.bundle import BundleReader
 from raymlops.registry.compat import input_schema_change
 from raymlops.registry.probe import ProbeError, probe_version
 from raymlops.serving.api import (
+    QUEUE_FACTOR,
     AccessRecord,
     PredictOutput,
     ServiceOverloaded,
     SplitBackend,
+    admitted_predictions,
     attach_backend,
     create_app,
     log_access,
@@ -65,8 +67,6 @@ from raymlops.storage import Storage
 _log = logging.getLogger("raymlops.serving")
 #: requests are short: a replica being stopped waits at most this long for those in flight
 _GRACEFUL_SHUTDOWN_S = 5.0
-#: a model deployment queues this many times its max_ongoing_requests per caller, then says 503
-_QUEUE_FACTOR = 4
 
 __all__ = [
     "BuildArgs",
@@ -450,24 +450,15 @@ class HandleBackend:
 class ReplicaBackend:
     """The champion's backend inside a replica: the replica's own batched predictor, no hop.
 
-    It admits ``limit`` predictions in flight at once (running or waiting for their batch);
-    one more is refused at once with :class:`ServiceOverloaded` (503 + Retry-After), so an
-    overload is told to come back instead of queueing without bound.
+    The app in front admits at most :func:`~raymlops.serving.api.admitted_predictions` at
+    once and answers the next 503 + Retry-After, so nothing queues here without bound.
     """
 
-    def __init__(self, server: ModelServer, limit: int) -> None:
+    def __init__(self, server: ModelServer) -> None:
         self.server = server
-        self.limit = limit
-        self.in_flight = 0  # only touched on the replica's event loop
 
     async def predict(self, records: Columns, request_id: str | None = None) -> PredictOutput:
-        if self.in_flight >= self.limit:
-            raise ServiceOverloaded(f"{self.in_flight} predictions in flight (limit {self.limit})")
-        self.in_flight += 1
-        try:
-            answer = await self.server.predict(records, request_id)
-        finally:
-            self.in_flight -= 1
+        answer = await self.server.predict(records, request_id)
         if "error" in answer:
             raise RequestRejected(answer["status"], answer["error"], answer["details"])
         return PredictOutput(**answer)
@@ -476,16 +467,10 @@ class ReplicaBackend:
         return self.server.status()
 
 
-def admitted_predictions(serving: Any) -> int:
-    """Predictions one replica admits at once: ``max_ongoing_requests`` running in batches plus
-    ``_QUEUE_FACTOR`` times as many waiting; the next one is answered 503 + Retry-After."""
-    return serving.max_ongoing_requests * (1 + _QUEUE_FACTOR)
-
-
 def _replica_capacity(serving: Any) -> int:
     """Requests Serve hands one replica at once: twice what it admits to predict.
 
-    The 503 comes from the replica (:class:`ReplicaBackend`), which answers it at once. With no
+    The 503 comes from the replica's app (counted from arrival), which answers it at once. With no
     more slots than it admits, the excess would wait in Serve's proxy until a slot frees: a slow
     answer instead of a quick 503, and no room for health and status requests.
     """
@@ -507,7 +492,6 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
     backend_key = f"{config.name}-{uuid.uuid4().hex}"
     observer = ServeMetrics(config.name)
     key_env, key_required = serving.api_key_env, api_key is not None
-    admitted = admitted_predictions(serving)
 
     def fastapi_app() -> Any:
         # built in the replica, with the key read from the replica's own environment: the
@@ -558,7 +542,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         def __init__(self, canary: DeploymentHandle | None = None) -> None:
             super().__init__(*model_args, served_schema=served_schema)
             write_access_log_to_stderr()
-            backend: Any = ReplicaBackend(self, admitted)
+            backend: Any = ReplicaBackend(self)
             if canary is not None:
                 split = serving.canary
                 backend = SplitBackend(
@@ -591,7 +575,7 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
         name="canary",
         autoscaling_config={**one_replica, "initial_replicas": 1},
         max_ongoing_requests=serving.max_ongoing_requests,
-        max_queued_requests=serving.max_ongoing_requests * _QUEUE_FACTOR,
+        max_queued_requests=serving.max_ongoing_requests * QUEUE_FACTOR,
         ray_actor_options={"num_cpus": serving.replica_cpus},
         graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
         graceful_shutdown_wait_loop_s=0.5,

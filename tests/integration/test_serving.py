@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -57,6 +57,39 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
 def _instances(rows: int, seed: int) -> list[dict]:
     frame = make_churn(rows, seed=seed).drop(columns=["churned"])
     return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+#: KServe's SDK, in the environment `make test` builds for it (tests/kserve/requirements.txt)
+KSERVE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-kserve" / "bin" / "python"
+
+
+def test_kserve_own_v1_client_sees_a_live_ready_model_and_its_predictions(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    """KServe's ``InferenceRESTClient`` (protocol v1) reads liveness, readiness and predictions
+    the way it reads a KServe model server's, and gets a 404 for a model that is not served."""
+    assert KSERVE_PYTHON.exists(), (
+        f"KServe's SDK is not installed at {KSERVE_PYTHON}: run `make test`, which builds it"
+    )
+    config_path, url = served
+    instances = _instances(12, seed=23)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(instances))
+    client = Path(__file__).resolve().parents[1] / "kserve" / "v1_client.py"
+    done = subprocess.run(
+        [str(KSERVE_PYTHON), str(client), url, "churn", str(rows)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (got["live"], got["ready"], got["unknown_model_status"]) == (True, True, 404)
+    answer = got["answer"]
+    predictor = load_predictor(open_registry(load_config(config_path)), answer["model_version"])
+    expected = predictor.predict(predictor.validate(pd.DataFrame(instances)))
+    assert answer["predictions"] == expected.labels
+    np.testing.assert_allclose(answer["probabilities"], expected.probabilities, atol=1e-6)
 
 
 def test_http_predictions_equal_the_in_process_model(served: tuple[Path, str]) -> None:
@@ -375,24 +408,40 @@ def test_promotion_and_rollback_under_load_swap_versions_without_errors(
     instances = _instances(3, seed=8)
     per_client: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
 
-    async def client_loop(answers: list[tuple[int, str | None]], until: float) -> None:
+    stop = asyncio.Event()
+
+    async def client_loop(answers: list[tuple[int, str | None]]) -> None:
         async with httpx.AsyncClient(timeout=30) as client:
-            while time.monotonic() < until:
+            while not stop.is_set():
                 answer = await client.post(
                     f"{url}/v1/models/churn:predict", json={"instances": instances}
                 )
                 answers.append((answer.status_code, answer.json().get("model_version")))
 
+    async def until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        # the load's progress, not the clock, moves the test on (a loaded machine is slow)
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"{what} within {timeout}s: {per_client}"
+            await asyncio.sleep(0.05)
+
     async def run() -> None:
-        until = time.monotonic() + 8
-        loops = [asyncio.create_task(client_loop(answers, until)) for answers in per_client]
-        await asyncio.sleep(2)
-        await asyncio.to_thread(registry.promote, v2, reason="swap under load")
-        await asyncio.gather(*loops)
+        loops = [asyncio.create_task(client_loop(answers)) for answers in per_client]
+        try:
+            await until(lambda: all(len(a) >= 5 for a in per_client), "5 answers per client")
+            await asyncio.to_thread(registry.promote, v2, reason="swap under load")
+            # every client sees the new version, then keeps going a while on it
+            await until(
+                lambda: all([v for _, v in a[-5:]] == [v2] * 5 for a in per_client),
+                "every client answered 5 times in a row by the new version",
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*loops)
 
     asyncio.run(run())
     everything = [a for answers in per_client for a in answers]
-    assert len(everything) > 40, "the load kept going during the swap"
+    assert len(everything) >= 40, "the load kept going during the swap"
     assert {status for status, _ in everything} == {200}, "no request failed during the swap"
     for answers in per_client:
         versions = [v for _, v in answers]
@@ -698,13 +747,20 @@ def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, st
         name="overload",
         route_prefix="/overload",
     )
-    instances = _instances(800, seed=71)
+    # the largest request the schema admits, encoded once: the client sends the burst faster
+    # than one replica answers it, so more than its queue is in the replica at once
+    body = json.dumps({"instances": _instances(config.serving.max_instances, seed=71)})
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             calls = [
-                client.post(f"{url}/overload/v1/models/churn:predict", json={"instances": instances})
-                for _ in range(40)
+                client.post(
+                    f"{url}/overload/v1/models/churn:predict",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                for _ in range(60)
             ]
             return await asyncio.gather(*calls)
 
@@ -715,7 +771,7 @@ def test_overload_answers_503_with_retry_after_not_a_hang(served: tuple[Path, st
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {200, 503}, statuses
     refused = [a for a in answers if a.status_code == 503]
-    assert refused, f"a burst of 40 on a queue of 5 is refused in part: {statuses}"
+    assert refused, f"a burst of 60 on a queue of 5 is refused in part: {statuses}"
     assert all(a.headers.get("Retry-After") == "1" for a in refused)
     assert "overloaded" in refused[0].json()["error"]["message"]
     assert statuses.count(200) >= 5, statuses

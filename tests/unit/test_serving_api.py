@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ from raymlops.examples import make_churn
 from raymlops.predictor import load_predictor
 from raymlops.registry import Registry
 from raymlops.schema import Schema
-from raymlops.serving.api import LocalBackend, create_app
+from raymlops.serving.api import LocalBackend, admitted_predictions, create_app
 from raymlops.storage import Storage
 from tests.helpers import register_model
 
@@ -529,3 +531,63 @@ def test_id_columns_may_be_left_out(client: TestClient) -> None:
     row = {k: v for k, v in ROW.items() if k != "customer_id"}
     assert _post(client, {"instances": [row]}).status_code == 200
     assert _post(client, {"instances": [{**row, "customer_id": None}]}).status_code == 200
+
+
+class _HeldBackend(LocalBackend):
+    """The in-process model, with every prediction held until released."""
+
+    def __init__(self, predictor) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(predictor)
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def predict(self, rows, request_id=None):  # type: ignore[no-untyped-def]
+        self.waiting += 1
+        await self.release.wait()
+        self.waiting -= 1
+        return await super().predict(rows, request_id)
+
+
+def test_an_app_refuses_predictions_beyond_its_limit_at_once_and_admits_again_after(
+    predictor,  # type: ignore[no-untyped-def]
+) -> None:
+    serving = ServingConfig(max_ongoing_requests=1)
+    limit = admitted_predictions(serving)
+    backend = _HeldBackend(predictor)
+    app = create_app(name="churn", schema=SCHEMA, serving=serving, backend=backend)
+    url, body = "/v1/models/churn:predict", {"instances": [ROW]}
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            # given as many predictions held in the model as the app admits
+            held = [asyncio.create_task(client.post(url, json=body)) for _ in range(limit)]
+
+            async def all_held() -> None:
+                while backend.waiting < limit:
+                    await asyncio.sleep(0.001)
+
+            await asyncio.wait_for(all_held(), timeout=10)
+            # when one more arrives, then it is told to come back, without waiting
+            refused = await asyncio.wait_for(client.post(url, json=body), timeout=5)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "1"
+            assert "overloaded" in refused.json()["error"]["message"]
+            # and once the held ones are answered, their slots are free again
+            backend.release.set()
+            assert [a.status_code for a in await asyncio.gather(*held)] == [200] * limit
+            assert (await client.post(url, json=body)).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_or_rejected_request_frees_its_slot(predictor) -> None:  # type: ignore[no-untyped-def]
+    serving = ServingConfig(max_ongoing_requests=1)
+    client = TestClient(
+        create_app(name="churn", schema=SCHEMA, serving=serving, backend=LocalBackend(predictor))
+    )
+    url = "/v1/models/churn:predict"
+    for _ in range(admitted_predictions(serving) + 1):  # each 422 must give its slot back
+        assert client.post(url, json={"instances": [{**ROW, "plan": 3}]}).status_code == 422
+    assert client.post(url, json={"instances": [ROW]}).status_code == 200
+    assert client.app.state.admission.in_flight == 0  # type: ignore[attr-defined]

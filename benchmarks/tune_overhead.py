@@ -86,6 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run the same trials in a plain process pool (no Ray), as many at a time",
     )
+    parser.add_argument(
+        "--stock-asha",
+        action="store_true",
+        help="also run raymlops's ASHA search and a plain Tune script with Tune's stock "
+        "ASHAScheduler on the same trials (xgboost only; benchmarks/tune_asha.py)",
+    )
+    parser.add_argument(
+        "--asha-pairs", type=int, default=1, help="alternated pairs of the ASHA comparison: 1"
+    )
     args = parser.parse_args(argv)
     if args.trials < 1 or args.concurrent < 1 or args.rows < 100 or args.cols < 2:
         parser.error("need --trials >= 1, --concurrent >= 1, --rows >= 100, --cols >= 2")
@@ -96,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if len(set(args.models)) != len(args.models):
         parser.error("--models lists a model twice")
+    if args.stock_asha and (args.models != ["xgboost"] or args.asha_pairs < 1):
+        parser.error("--stock-asha compares XGBoost trials only (--models xgboost), "
+                     "--asha-pairs >= 1")  # fmt: skip
     return args
 
 
@@ -214,6 +226,16 @@ def run_baseline(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, 
     durations = [times[i][0] for i in range(args.trials)]
     scores = [times[i][1] for i in range(args.trials)]
     return {"wall_s": wall, "sum_s": sum(durations), "trial_s": durations, "scores": scores}
+
+
+def run_asha(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, Any]:
+    """raymlops's ASHA search next to stock Tune ASHA on the same trials (Ray must be up)."""
+    from benchmarks.tune_asha import compare
+    from raymlops.training.models import sample_trials
+
+    config = training_config(argparse.Namespace(**{**vars(args), "scheduler": "asha"}))
+    specs = sample_trials(list(args.models), num_samples=args.trials, seed=args.seed)
+    return compare(config, specs, train, valid, pairs=args.asha_pairs)
 
 
 def training_config(args: argparse.Namespace) -> Any:
@@ -341,6 +363,14 @@ def print_report(
             f"Tune wall / pool wall [bold]{s['wall_s'] / base['wall_s']:.3f}x[/bold]; "
             f"wall / pool ideal {s['wall_s'] / (base['sum_s'] / p):.3f}x"
         )
+    asha = s.get("asha")
+    if asha:
+        console.print(
+            f"ASHA ({asha['pairs']} pair(s), median): raymlops {asha['raymlops_wall_s']:.2f}s, "
+            f"stock Tune ASHA {asha['stock_wall_s']:.2f}s, ratio [bold]{asha['ratio']:.3f}x[/bold]"
+        )
+        for name, passed, detail in asha["checks"]:
+            console.print(f"  {'passed' if passed else '[red]FAILED[/red]'}: {name}: {detail}")
 
 
 def plot(summary: dict[str, Any], rows: list[dict[str, Any]], path: Path, goal: float) -> bool:
@@ -430,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         driver = driver_cpu_s() - driver_before
         daemons_after = ray_daemons_cpu_s()
         daemons = sum(v - daemons_before.get(pid, 0.0) for pid, v in daemons_after.items())
+        if args.stock_asha:
+            console.print("ASHA: raymlops's search and stock Tune ASHA on the same trials ...")
+            asha = run_asha(args, train, valid)
     finally:
         ray.shutdown()
     summary = summarize(result, outer_s, ray_start_s, slots, {"driver": driver, "daemons": daemons})
@@ -440,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if baseline is not None:
         summary["baseline"] = baseline
+    if args.stock_asha:
+        summary["asha"] = asha
     rows = trial_rows(result)
     print_report(summary, rows, args.goal, console)
 

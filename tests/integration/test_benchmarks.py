@@ -84,6 +84,15 @@ def test_quick_suite_writes_both_sides_checks_table_and_plot(suite: str, tmp_pat
         }
         assert {f["cell"].split()[0] for f in figures} == {"float30", "churn"}
         assert result["series"]["running replicas over time (s)"]
+    if suite == "tune":  # both baselines: the process pool (FIFO) and Tune's stock ASHA
+        assert {c["name"] for c in result["checks"]} == {
+            "tune: equal trial scores",
+            "tune asha: equal scores at the same step",
+            "tune asha: best trial's ROC AUC",
+        }
+        systems = {(f["cell"].split(":")[0], f["side"], f["system"]) for f in figures}
+        assert ("ASHA", "baseline", "Tune, stock ASHA") in systems
+        assert ("FIFO", "baseline", "process pool (no Ray)") in systems
 
 
 def test_unknown_suite_exits_2_naming_the_choices(tmp_path: Path) -> None:

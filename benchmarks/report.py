@@ -27,6 +27,7 @@ __all__ = [
     "markdown_table",
     "ray_nodes",
     "require_cores",
+    "usable_cores",
     "write_result",
 ]
 
@@ -39,11 +40,22 @@ class UsageError(Exception):
     """A suite cannot run as asked (missing wrk, an --address it cannot use): exit 2."""
 
 
-def require_cores(cores: int, why: str) -> None:
-    """Refuse a cell the machine cannot run as measured (exit 2), rather than measure nonsense."""
-    have = os.cpu_count() or 1
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def require_cores(cores: int, why: str, *, have: float | None = None, where: str = "") -> None:
+    """Refuse a cell the machine (or, with ``have``, the cluster) cannot run as measured
+    (exit 2), rather than measure nonsense."""
+    have = usable_cores() if have is None else have
     if have < cores:
-        raise UsageError(f"{why} needs at least {cores} cores; this machine has {have}")
+        raise UsageError(
+            f"{why} needs at least {cores} CPUs; {where or 'this machine has'} {have:g}: "
+            "run it on a bigger machine or cluster"
+        )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import Check, Figure, SuiteResult, UsageError, ray_nodes, require_cores
+from benchmarks.report import (
+    Check,
+    Figure,
+    SuiteResult,
+    UsageError,
+    descendants,
+    ray_nodes,
+    require_cores,
+)
 from raymlops.runtime import LOCAL_RAY_ENV
 from raymlops.serving.binding import is_loopback_host
 
@@ -567,20 +575,7 @@ def _cpu_jiffies(root_pid: int) -> tuple[int, int]:
 
 
 def _process_tree(root_pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    tree, grew = {root_pid}, True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return tree
+    return {root_pid, *descendants(root_pid)}
 
 
 def listening(root_pid: int) -> list[str]:

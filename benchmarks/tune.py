@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import tune_overhead
-from benchmarks.report import Check, Figure, SuiteResult, UsageError, require_cores
+from benchmarks.report import Check, Figure, SuiteResult, require_cores
 
 __all__ = ["run"]
 
@@ -32,14 +32,14 @@ SIZES = {  # trials, rounds, rows, rounds per report (ASHA's step), ASHA pairs
 
 
 def run(mode: str, address: str | None = None) -> SuiteResult:
-    if address is not None:
-        raise UsageError("the tune suite runs on a local Ray; run it without --address")
-    require_cores(2, "the tune suite (2 trials at a time, 1 CPU each)")
+    if address is None:  # with --address, the cluster's CPUs are checked once joined
+        require_cores(2, "the tune suite (2 trials at a time, 1 CPU each)")
     trials, rounds, rows, every, pairs = SIZES[mode]
     with tempfile.TemporaryDirectory(prefix="raymlops-bench-tune-") as out:
         argv = ["--baseline", "--stock-asha", "--asha-pairs", str(pairs), "--no-plot",
                 "--trials", str(trials), "--rounds", str(rounds), "--rounds-per-report",
                 str(every), "--rows", str(rows), "--out", out, "--goal", "1000"]  # fmt: skip
+        argv += ["--address", address] if address else []
         tune_overhead.main(argv)
         report = json.loads((Path(out) / "tune_overhead.json").read_text(encoding="utf-8"))
     summary, pool = report["summary"], report["summary"]["baseline"]
@@ -73,11 +73,16 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
     ]  # fmt: skip
     whole = {side: [int(i) for i, (step, _) in first[side]["final"].items()
                      if step == asha["max_steps"]] for side in ("raymlops", "stock")}  # fmt: skip
+    start = "Ray start" if address is None else "joining the cluster"
+    ips = summary["node_ips"]
+    per_node = ", ".join(f"{ips.get(node, '?')} ({node[:8]}) {count}"
+                         for node, count in summary["trials_per_node"].items())  # fmt: skip
     table = [
         {"cell": cell, "baseline": "process pool (no Ray)", "baseline s": f"{pool_s:.2f}",
          "raymlops s": f"{tune_s:.2f}", "raymlops / baseline": f"**{tune_s / pool_s:.3f}x**",
          "detail": f"ideal sum(fit) / {summary['parallel']} {ideal:.2f} s (Tune / ideal "
-                   f"{summary['ratio']:.2f}x); Ray start {summary['ray_start_s']:.1f} s"},
+                   f"{summary['ratio']:.2f}x); {start} {summary['ray_start_s']:.1f} s; trials per "
+                   f"node: {per_node}"},
         {"cell": asha_cell, "baseline": "Tune, stock ASHAScheduler", "baseline s": f"{stock_s:.2f}",
          "raymlops s": f"{ours_s:.2f}", "raymlops / baseline": f"**{asha['ratio']:.3f}x**",
          "detail": f"median of {asha['pairs']} pair(s); reports run {first['raymlops']['steps']} / "
@@ -97,6 +102,8 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                "trial's reports; stock ASHA decides by arrival order and raymlops in trial "
                "order, so they may stop different trials (reports run: raymlops / stock). The "
                "stock script keeps Tune's defaults (loggers on, no actor reuse).",
-               "The machine is shared with other jobs."],
+               "The machine is shared with other jobs."]
+              + ([f"--address {address}: both Tune searches ran on that cluster; the process "
+                  "pool on this machine."] if address else []),
         extra={"tune_overhead": report},
     )  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,9 +91,12 @@ def stock_asha(
     specs: list[Any], train: tuple, valid: tuple, *, rounds: int, every: int, concurrent: int
 ) -> AshaRun:
     """The same trials through ``tune.Tuner`` with Tune's ``ASHAScheduler`` (Ray must be up)."""
-    from ray import tune
+    from ray import cloudpickle, tune
     from ray.tune.schedulers import ASHAScheduler
 
+    # the trainable travels by value, as a user's script's would: a cluster's workers need not
+    # have this checkout's benchmarks package
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     max_t = rounds // every
     trainable = tune.with_resources(
         tune.with_parameters(_stock_trainable, data=(*train, *valid), rounds=rounds, every=every),

@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     parser.add_argument(
+        "--address",
+        default=None,
+        help="run the Tune searches on this running Ray cluster (the process pool stays here)",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also run the same trials in a plain process pool (no Ray), as many at a time",
@@ -143,40 +148,16 @@ def ray_daemons_cpu_s() -> dict[int, float]:
     """CPU seconds of this process's descendants other than Ray workers (raylet, GCS, agents),
     by pid, read from /proc: what Ray itself takes from the cores the trials run on. Linux only
     (empty elsewhere); trial workers are left out, their time is the trials'."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    workers: set[int] = set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    from benchmarks.report import descendants
+
+    def worker(cmdline: bytes) -> bool:  # a Ray worker: its title is ray::<what it runs>
         argv = cmdline.split(b"\0")[:3]
         agent = cmdline.startswith((b"ray::DashboardAgent", b"ray::RuntimeEnvAgent"))
-        if any(a.endswith(b"_worker.py") for a in argv) or (
+        return any(a.endswith(b"_worker.py") for a in argv) or (
             cmdline.startswith(b"ray::") and not agent
-        ):
-            workers.add(pid)  # a Ray worker (its title is ray::<what it runs>)
-    me = os.getpid()
-    out = {}
-    for pid in cpu:
-        node, seen = pid, 0
-        while node not in (0, 1, me) and seen < 64:
-            node, seen = parents.get(node, 0), seen + 1
-        if node == me and pid != me and pid not in workers:
-            out[pid] = cpu[pid]
-    return out
+        )
+
+    return {p.pid: p.cpu_s for p in descendants(os.getpid()).values() if not worker(p.cmdline)}
 
 
 _BASELINE: dict[str, Any] = {}
@@ -448,11 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print("no-Ray baseline: the same trials in a process pool ...")
         baseline = run_baseline(args, train, valid)
     started = time.perf_counter()
-    ensure_ray()
+    ensure_ray(args.address)
     ray_start_s = time.perf_counter() - started
     try:
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
         slots = int(cluster_cpus // args.cpu) if args.cpu > 0 else args.concurrent
+        if args.address is not None:  # a cluster that cannot run the cell as asked: exit 2
+            from benchmarks.report import require_cores
+
+            require_cores(int(args.concurrent * args.cpu), f"{args.concurrent} trials at a time "
+                          f"x {args.cpu:g} CPU", have=cluster_cpus,
+                          where=f"the cluster at {args.address} has")  # fmt: skip
+        node_ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
         daemons_before, driver_before = ray_daemons_cpu_s(), driver_cpu_s()
         started = time.perf_counter()
         result = run_search(config, train, valid, n_classes=2, verbose=0)
@@ -475,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
         summary["baseline"] = baseline
     if args.stock_asha:
         summary["asha"] = asha
+    # where the trials ran (per node on a cluster): node id -> trials, and each node's address
+    per_node: dict[str, int] = {}
+    for trial in result.trials:
+        per_node[trial.node_id or "unknown"] = per_node.get(trial.node_id or "unknown", 0) + 1
+    summary.update(trials_per_node=per_node, node_ips=node_ips, address=args.address)
     rows = trial_rows(result)
     print_report(summary, rows, args.goal, console)
 
@@ -509,4 +502,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks.report import UsageError
+
+    try:
+        sys.exit(main())
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

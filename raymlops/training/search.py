@@ -170,7 +170,14 @@ class _Progress(tune.Callback):
         self.done = 0
         self.best: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config (this callback in it) to save the experiment's state;
+        # ``report`` may hold a terminal's console, which does not pickle: a copy reports nothing
+        return {**self.__dict__, "report": None}
+
     def _ended(self, trial: Any) -> None:
+        if self.report is None:
+            return
         self.done += 1
         with contextlib.suppress(KeyError, ValueError):
             value, _ = self.rungs.result(trial.config["trial"])

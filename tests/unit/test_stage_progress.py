@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -59,3 +60,34 @@ def test_progress_on_a_terminal_without_a_bar_changes_nothing(
         stages.progress("search (Ray Tune)", 3, 8, "best roc_auc 0.8123")
         assert cli._live == []
     assert piped.file.getvalue().splitlines() == ["✓ search (Ray Tune) (0.0s) "]
+
+
+def test_the_search_callback_pickles_without_its_console(tmp_path: Path) -> None:
+    """Tune pickles its run config, callbacks included, to save the experiment's state; the
+    CLI's report function holds a console on the terminal, which does not pickle."""
+    from ray import cloudpickle
+
+    from raymlops.training.rungs import OrderedRungs
+    from raymlops.training.search import _Progress
+
+    with (tmp_path / "terminal").open("w") as terminal:
+        events: list[tuple[int, int, float | None]] = []
+
+        def report(*event: object) -> None:
+            print(event, file=terminal)
+            events.append(event)  # type: ignore[arg-type]
+
+        rungs = OrderedRungs([], reduction_factor=3, mode="max")
+        callback = _Progress(report, 2, "max", rungs)
+        copy = cloudpickle.loads(cloudpickle.dumps(callback))
+        assert copy.report is None
+        assert callback.report is report, "the one Tune runs with still reports"
+
+        class Trial:
+            config = {"trial": 0}  # noqa: RUF012
+
+        rungs.add_trial(0, max_steps=1)
+        rungs.record(0, step=1, score=0.75)
+        callback.on_trial_complete(1, [], Trial())
+        copy.on_trial_complete(1, [], Trial())
+    assert events == [(1, 2, 0.75)]

@@ -118,3 +118,17 @@ def test_a_failed_correctness_check_exits_1_naming_the_cells(
     assert "cell 30 rows: equal answers: labels differ on 2 rows" in err
     assert "cell 20 rows" not in err
     assert len(list(tmp_path.glob("disagrees-*.json"))) == 1
+
+
+def test_serving_with_an_address_off_this_machine_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serving suite's model files and wrk stay here: a cluster elsewhere is refused."""
+    import benchmarks.__main__ as entry
+
+    monkeypatch.setattr(entry, "check_address", lambda address: None)  # as if it answered
+    argv = ["--suite", "serving", "--quick", "--address", "10.0.0.5:6379", "--out", str(tmp_path)]
+    code, err = run_main(argv, capsys)
+    assert code == 2
+    assert "the serving suite with --address needs a cluster on this machine" in err
+    assert "10.0.0.5:6379 is not a loopback address" in err

@@ -141,25 +141,10 @@ class WorkerMemory:
 
     @staticmethod
     def total() -> int:
-        from benchmarks.train import rss_bytes
+        from benchmarks.report import descendants
 
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # a process that just exited
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        total, todo = 0, list(children.get(os.getpid(), []))
-        while todo:
-            pid = todo.pop()
-            todo += children.get(pid, [])
-            try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
-                    total += rss_bytes(pid)
-            except OSError:
-                continue
-        return total
+        workers = descendants(os.getpid()).values()
+        return sum(p.rss_bytes for p in workers if p.cmdline.startswith(b"ray::"))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

@@ -24,9 +24,13 @@ __all__ = [
     "SuiteResult",
     "UsageError",
     "machine_info",
+    "Process",
+    "descendants",
     "markdown_table",
+    "processes",
     "ray_nodes",
     "require_cores",
+    "usable_cores",
     "write_result",
 ]
 
@@ -39,11 +43,22 @@ class UsageError(Exception):
     """A suite cannot run as asked (missing wrk, an --address it cannot use): exit 2."""
 
 
-def require_cores(cores: int, why: str) -> None:
-    """Refuse a cell the machine cannot run as measured (exit 2), rather than measure nonsense."""
-    have = os.cpu_count() or 1
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def require_cores(cores: int, why: str, *, have: float | None = None, where: str = "") -> None:
+    """Refuse a cell the machine (or, with ``have``, the cluster) cannot run as measured
+    (exit 2), rather than measure nonsense."""
+    have = usable_cores() if have is None else have
     if have < cores:
-        raise UsageError(f"{why} needs at least {cores} cores; this machine has {have}")
+        raise UsageError(
+            f"{why} needs at least {cores} CPUs; {where or 'this machine has'} {have:g}: "
+            "run it on a bigger machine or cluster"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,59 @@ class SuiteResult:
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process as ``/proc/<pid>/stat`` and ``cmdline`` show it."""
+
+    pid: int
+    ppid: int
+    cpu_s: float  # user + system CPU seconds so far (its own, not its reaped children's)
+    rss_bytes: int  # resident memory (the same count as VmRSS in /proc/<pid>/status)
+    cmdline: bytes  # NUL-separated; a Ray worker's starts with its title, b"ray::..."
+
+
+def processes() -> dict[int, Process]:
+    """Every process on this machine, by pid (empty where there is no /proc). A process that
+    ends while it is read is left out."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    found = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # the fields after the command name, which may itself hold spaces and brackets
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = Process(
+            pid=int(entry.name), ppid=int(fields[1]),
+            cpu_s=(int(fields[11]) + int(fields[12])) / ticks,
+            rss_bytes=int(fields[21]) * page, cmdline=cmdline,
+        )  # fmt: skip
+    return found
+
+
+def descendants(root: int, table: dict[int, Process] | None = None) -> dict[int, Process]:
+    """The processes below ``root`` (its children, theirs, ...; not ``root``), from ``table``
+    or a fresh :func:`processes`. Only this tree counts, even where other Rays run."""
+    table = processes() if table is None else table
+    children: dict[int, list[int]] = {}
+    for process in table.values():
+        children.setdefault(process.ppid, []).append(process.pid)
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = table[pid]
+            todo += children.get(pid, [])
+    return found
 
 
 def machine_info() -> dict[str, Any]:

@@ -43,8 +43,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from benchmarks.report import Check, Figure, SuiteResult, UsageError, ray_nodes, require_cores
+from benchmarks.report import (
+    Check,
+    Figure,
+    SuiteResult,
+    UsageError,
+    descendants,
+    ray_nodes,
+    require_cores,
+)
 from raymlops.runtime import LOCAL_RAY_ENV
 from raymlops.serving.binding import is_loopback_host
 
@@ -55,6 +64,8 @@ BASELINE = "hand-written FastAPI"
 TOLERANCE = 1e-6
 CELLS = ((1, 1), (16, 1), (4, 100))  # (connections, rows per request)
 _TO = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+#: the preset name of a run on a cluster given by --address: the env it was started with
+CLUSTER = "cluster"
 PRESETS: dict[str, dict[str, str]] = {
     "default": dict(LOCAL_RAY_ENV),  # what a local Ray started by raymlops runs with
     # the default before it set RAY_SERVE_PROXY_USE_GRPC: Ray 2.60 decides the proxy's transport
@@ -106,15 +117,19 @@ end
 
 def run(mode: str, address: str | None = None) -> SuiteResult:
     if address is not None:
-        raise UsageError(
-            "the serving suite starts its own local Ray (one per ingress preset) and drives it "
-            "with wrk on this machine; run it without --address"
-        )
+        host = urlparse(address if "://" in address else f"tcp://{address}").hostname
+        if not is_loopback_host(host):
+            raise UsageError(
+                f"the serving suite with --address needs a cluster on this machine (raymlops "
+                f"cluster up; {address} is not a loopback address): the model files are in a "
+                "local folder and wrk drives Serve's proxy from here"
+            )
     if not shutil.which("wrk"):
         raise UsageError("the serving suite needs wrk: apt-get install -y wrk")
     require_cores(2, "the serving suite (wrk, the server and Ray share the cores)")
     pairs, warmup, duration = TIMING[mode]
-    plan = PLANS[mode]
+    # a running cluster's ingress preset was fixed when it started: both schemas on it as it is
+    plan = PLANS[mode] if address is None else [("float30", CLUSTER), ("churn", CLUSTER)]
     workdir = Path(tempfile.mkdtemp(prefix="raymlops-bench-serving-"))
     try:
         projects = {
@@ -124,7 +139,8 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
         runs, failed = [], []
         for preset in dict.fromkeys(p for _, p in plan):
             spec = {
-                "preset": preset, "env": PRESETS[preset], "pairs": pairs, "warmup": warmup,
+                "preset": preset, "env": PRESETS.get(preset, {}), "address": address,
+                "pairs": pairs, "warmup": warmup,
                 "duration": duration, "workdir": str(workdir / f"run-{preset}"),
                 "projects": [projects[s] for s, p in plan if p == preset],
             }  # fmt: skip
@@ -133,7 +149,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
             try:
                 runs.append(_run_child(spec, workdir))
             except RuntimeError as exc:
-                if preset == "default":
+                if preset in ("default", CLUSTER):
                     raise
                 failed.append(f"Preset {preset} did not run: {exc}.")
     finally:
@@ -311,17 +327,19 @@ def _fastest_preset(ratios: dict[tuple[str, str, int, int], float]) -> str:
 
 
 def _headline(ratios: dict[tuple[str, str, int, int], float], p50: dict) -> str:
+    # the local default preset, or the cluster's own on a run with --address
+    main = CLUSTER if any(p == CLUSTER for _, p, _, _ in ratios) else "default"
     parts = []
     for schema in ("float30", "churn"):
-        if (schema, "default", 16, 1) not in ratios:
+        if (schema, main, 16, 1) not in ratios:
             continue
-        hw, rm = p50.get((schema, "default"), (0.0, 0.0))
+        hw, rm = p50.get((schema, main), (0.0, 0.0))
         parts.append(
-            f"{schema}: c16 1-row {ratios[(schema, 'default', 16, 1)]:.3f}x requests/s, "
-            f"c4 100-row {ratios.get((schema, 'default', 4, 100), 0.0):.3f}x rows/s, "
+            f"{schema}: c16 1-row {ratios[(schema, main, 16, 1)]:.3f}x requests/s, "
+            f"c4 100-row {ratios.get((schema, main, 4, 100), 0.0):.3f}x rows/s, "
             f"c1 p50 {rm:.2f} ms vs {hw:.2f} ms"
         )
-    return "raymlops serve (default preset) / hand-written server: " + "; ".join(parts) + "."
+    return f"raymlops serve ({main} preset) / hand-written server: " + "; ".join(parts) + "."
 
 
 # -- the child: one Ray with one preset's env, both servers, the cells ---------------------------
@@ -332,7 +350,7 @@ def child(spec_path: str, out_path: str) -> int:
     workdir = Path(spec["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"preset": spec["preset"], "env": spec["env"], "schemas": []}
-    with ray_serve(spec["env"]) as base:
+    with ray_serve(spec["env"], spec.get("address")) as base:
         import ray
 
         result["ray"] = ray.__version__
@@ -353,18 +371,20 @@ def run_schema(project: dict[str, Any], serve_base: str, spec: dict[str, Any],
 
     name = project["name"]
     path = f"/v1/models/{name}:predict"
+    # an app name of our own: on a cluster given by --address, never replace a user's app
+    app = f"raymlops-bench-{name}"
     bodies = {int(k): Path(v) for k, v in project["bodies"].items()}
     block: dict[str, Any] = {"schema": project["schema"], "cells": [], "replicas": {}}
     with baseline_server(Path(project["version_dir"]), name) as hand:
         config = load_config(project["config"])
         started = time.perf_counter()
-        serve.run(build_application(config), name=name, route_prefix="/")
+        serve.run(build_application(config), name=app, route_prefix="/")
         wait_ready(serve_base + "/readyz", 180)
         block["deploy_s"] = round(time.perf_counter() - started, 2)
         urls = {"baseline": hand + path, "raymlops": serve_base + path}
         block["check"] = compare_answers(f"{project['schema']} [{spec['preset']}]", urls, bodies)
         if block["check"]["passed"]:
-            with replica_sampler(name) as samples:
+            with replica_sampler(app) as samples:
                 for conc, rows in CELLS:
                     for pair in range(spec["pairs"]):
                         order = (
@@ -378,7 +398,7 @@ def run_schema(project: dict[str, Any], serve_base: str, spec: dict[str, Any],
                                   f"{side:<9} {cell['rps']:8.1f} rps p50 {cell['p50_ms']:7.2f} ms "
                                   f"others {cell['cpu_others']:.2f} cores", flush=True)  # fmt: skip
             block["replicas"] = samples
-        serve.delete(name)
+        serve.delete(app)
     return block
 
 
@@ -461,8 +481,13 @@ def baseline_server(version_dir: Path, name: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def ray_serve(env: dict[str, str]) -> Iterator[str]:
-    """A local Ray on 127.0.0.1 (its own temp dir, no dashboard) with ``env``; Serve's base URL."""
+def ray_serve(env: dict[str, str], address: str | None = None) -> Iterator[str]:
+    """A local Ray on 127.0.0.1 (its own temp dir, no dashboard) with ``env``, or the cluster at
+    ``address``; Serve's base URL."""
+    if address is not None:
+        with cluster_serve(address) as base:
+            yield base
+        return
     ray_tmp = tempfile.mkdtemp(prefix="rmsb", dir="/tmp")  # short: Ray's socket paths are bounded
     env = dict(env)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
@@ -503,6 +528,35 @@ def ray_serve(env: dict[str, str]) -> Iterator[str]:
         with contextlib.suppress(Exception):
             ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cluster_serve(address: str) -> Iterator[str]:
+    """Join the cluster at ``address`` (its token found as every raymlops command finds it) and
+    start Serve there with one proxy, on the head, on 127.0.0.1 (the nodes of a cluster on this
+    machine would otherwise each try the same port). A Serve that already runs keeps its own
+    port, read back from its controller. The suite's apps are deleted after each schema; the
+    cluster's Serve is left running."""
+    import logging
+
+    import ray
+    from ray import serve
+
+    from raymlops.runtime import ensure_ray
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        ensure_ray(address)
+        serve.start(proxy_location="HeadOnly",
+                    http_options={"host": "127.0.0.1", "port": free_port()})  # fmt: skip
+        from ray.serve.context import _get_global_client
+
+        # the controller's HTTP options: ours, or those of a Serve that was already running
+        http = ray.get(_get_global_client()._controller.get_http_config.remote())
+        yield f"http://127.0.0.1:{http.port}"
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
 
 
 # -- load and measurement ----------------------------------------------------------------------------
@@ -567,20 +621,7 @@ def _cpu_jiffies(root_pid: int) -> tuple[int, int]:
 
 
 def _process_tree(root_pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    tree, grew = {root_pid}, True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return tree
+    return {root_pid, *descendants(root_pid)}
 
 
 def listening(root_pid: int) -> list[str]:

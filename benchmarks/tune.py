@@ -1,10 +1,14 @@
-"""Tune suite: raymlops's Tune search against the same trials in a plain process pool.
+"""Tune suite: raymlops's Tune search against the same trials in a plain process pool, and its
+ASHA against Tune's stock ASHA.
 
-Runs ``benchmarks/tune_overhead.py`` with ``--baseline``: the same sampled XGBoost trials (same
-seeds, same per-step validation scoring, FIFO, two at a time) once in a forked
-``ProcessPoolExecutor`` with everything imported (what a user would script instead) and once
-through :func:`raymlops.training.search.run_search` on a local Ray. Before the wall times count,
-every trial's final validation ROC AUC must be equal on both sides (within 1e-9).
+Runs ``benchmarks/tune_overhead.py`` with ``--baseline --stock-asha``. Cell one: the same sampled
+XGBoost trials (same seeds, same per-step validation scoring, FIFO, two at a time) once in a
+forked ``ProcessPoolExecutor`` with everything imported (what a user would script instead) and
+once through :func:`raymlops.training.search.run_search` on a local Ray; before the wall times
+count, every trial's final validation ROC AUC must be equal on both sides (within 1e-9). Cell
+two (:mod:`benchmarks.tune_asha`): ``run_search`` with ``scheduler: asha`` next to a plain Tune
+script with ``ASHAScheduler`` on the same trials, in alternated pairs; scores at the same step
+equal, and the best trial's ROC AUC within 0.01.
 """
 
 from __future__ import annotations
@@ -15,26 +19,27 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import tune_overhead
-from benchmarks.report import Check, Figure, SuiteResult, UsageError, require_cores
+from benchmarks.report import Check, Figure, SuiteResult, require_cores
 
 __all__ = ["run"]
 
 TOLERANCE = 1e-9
-SIZES = {  # trials, rounds, rows
-    "quick": (4, 20, 4000),
-    "standard": (16, 200, 100_000),
-    "full": (32, 200, 400_000),
+SIZES = {  # trials, rounds, rows, rounds per report (ASHA's step), ASHA pairs
+    "quick": (4, 20, 4000, 2, 1),  # 10 reports: ASHA's rungs at 3 and 9
+    "standard": (16, 200, 100_000, 10, 3),
+    "full": (32, 200, 400_000, 10, 3),
 }
 
 
 def run(mode: str, address: str | None = None) -> SuiteResult:
-    if address is not None:
-        raise UsageError("the tune suite runs on a local Ray; run it without --address")
-    require_cores(2, "the tune suite (2 trials at a time, 1 CPU each)")
-    trials, rounds, rows = SIZES[mode]
+    if address is None:  # with --address, the cluster's CPUs are checked once joined
+        require_cores(2, "the tune suite (2 trials at a time, 1 CPU each)")
+    trials, rounds, rows, every, pairs = SIZES[mode]
     with tempfile.TemporaryDirectory(prefix="raymlops-bench-tune-") as out:
-        argv = ["--baseline", "--no-plot", "--trials", str(trials), "--rounds", str(rounds),
-                "--rows", str(rows), "--out", out, "--goal", "1000"]  # fmt: skip
+        argv = ["--baseline", "--stock-asha", "--asha-pairs", str(pairs), "--no-plot",
+                "--trials", str(trials), "--rounds", str(rounds), "--rounds-per-report",
+                str(every), "--rows", str(rows), "--out", out, "--goal", "1000"]  # fmt: skip
+        argv += ["--address", address] if address else []
         tune_overhead.main(argv)
         report = json.loads((Path(out) / "tune_overhead.json").read_text(encoding="utf-8"))
     summary, pool = report["summary"], report["summary"]["baseline"]
@@ -49,24 +54,56 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
         f"validation ROC AUC {max(diffs, default=float('nan')):.3g} (tolerance {TOLERANCE:g})"
         + (f"; trials that disagree: {bad}" if bad else ""),
     )
-    cell = f"{trials} trials x {rounds} rounds, {rows:,} rows"
+    cell = f"FIFO: {trials} trials x {rounds} rounds, {rows:,} rows"
     pool_s, tune_s, ideal = pool["wall_s"], summary["wall_s"], summary["ideal_s"]
+    asha = summary["asha"]
+    asha_cell = f"ASHA: {trials} trials x {rounds} rounds, a report every {every}"
+    ours_s, stock_s = asha["raymlops_wall_s"], asha["stock_wall_s"]
+    first = asha["runs"][0]
     figures = [
         Figure(cell, "baseline", "process pool (no Ray)", "wall_s", pool_s, "s"),
-        Figure(cell, "raymlops", "raymlops run_search (Tune)", "wall_s", tune_s, "s"),
+        Figure(cell, "raymlops", "raymlops run_search", "wall_s", tune_s, "s"),
         Figure(cell, "raymlops", "ideal: sum(fit) / parallel", "wall_s", ideal, "s"),
-    ]
-    table = [
-        {"cell": cell, "process pool s": f"{pool_s:.2f}", "Tune s": f"{tune_s:.2f}",
-         "ideal s": f"{ideal:.2f}", "Tune / pool": f"**{tune_s / pool_s:.3f}x**",
-         "Tune / ideal": f"{summary['ratio']:.3f}x", "Ray start s": f"{summary['ray_start_s']:.1f}"}
+        Figure(asha_cell, "baseline", "Tune, stock ASHA", "wall_s", stock_s, "s"),
+        Figure(asha_cell, "raymlops", "raymlops run_search", "wall_s", ours_s, "s"),
+        Figure(asha_cell, "baseline", "Tune, stock ASHA", "reports_run",
+               first["stock"]["steps"], "reports"),
+        Figure(asha_cell, "raymlops", "raymlops run_search", "reports_run",
+               first["raymlops"]["steps"], "reports"),
     ]  # fmt: skip
+    whole = {side: [int(i) for i, (step, _) in first[side]["final"].items()
+                     if step == asha["max_steps"]] for side in ("raymlops", "stock")}  # fmt: skip
+    start = "Ray start" if address is None else "joining the cluster"
+    ips = summary["node_ips"]
+    per_node = ", ".join(f"{ips.get(node, '?')} ({node[:8]}) {count}"
+                         for node, count in summary["trials_per_node"].items())  # fmt: skip
+    table = [
+        {"cell": cell, "baseline": "process pool (no Ray)", "baseline s": f"{pool_s:.2f}",
+         "raymlops s": f"{tune_s:.2f}", "raymlops / baseline": f"**{tune_s / pool_s:.3f}x**",
+         "detail": f"ideal sum(fit) / {summary['parallel']} {ideal:.2f} s (Tune / ideal "
+                   f"{summary['ratio']:.2f}x); {start} {summary['ray_start_s']:.1f} s; trials per "
+                   f"node: {per_node}"},
+        {"cell": asha_cell, "baseline": "Tune, stock ASHAScheduler", "baseline s": f"{stock_s:.2f}",
+         "raymlops s": f"{ours_s:.2f}", "raymlops / baseline": f"**{asha['ratio']:.3f}x**",
+         "detail": f"median of {asha['pairs']} pair(s); reports run {first['raymlops']['steps']} / "
+                   f"{first['stock']['steps']} (stock); trials run whole {whole['raymlops']} / "
+                   f"{whole['stock']}; best ROC AUC {first['raymlops']['best']:.4f} / "
+                   f"{first['stock']['best']:.4f}"},
+    ]  # fmt: skip
+    checks = [check] + [Check(name, passed, detail) for name, passed, detail in asha["checks"]]
     return SuiteResult(
-        suite="tune", title=f"Tune: raymlops search vs a process pool ({mode})",
-        figures=figures, checks=[check], table=table,
-        headline=f"Tune search wall / process pool wall: {tune_s / pool_s:.3f}x ({cell}; "
-                 "Ray's start not counted).",
-        notes=["Stock ASHA is not compared yet: FIFO keeps every trial whole, so both sides run "
-               "the same work.", "The machine is shared with other jobs."],
+        suite="tune", title=f"Tune: raymlops search vs a process pool and stock Tune ASHA ({mode})",
+        figures=figures, checks=checks, table=table,
+        headline=f"Tune search wall / process pool wall: {tune_s / pool_s:.3f}x (FIFO); raymlops "
+                 f"ASHA / stock Tune ASHA: {asha['ratio']:.3f}x ({trials} trials x {rounds} "
+                 f"rounds, {rows:,} rows; Ray's start not counted).",
+        notes=["FIFO keeps every trial whole, so the process pool and Tune run the same work.",
+               "ASHA: both sides get grace period 3 reports, reduction factor 3 and max_t the "
+               "trial's reports; stock ASHA decides by arrival order and raymlops in trial "
+               "order, so they may stop different trials (reports run: raymlops / stock). The "
+               "stock script keeps Tune's defaults (loggers on, no actor reuse).",
+               "The machine is shared with other jobs."]
+              + ([f"--address {address}: both Tune searches ran on that cluster; the process "
+                  "pool on this machine."] if address else []),
         extra={"tune_overhead": report},
     )  # fmt: skip

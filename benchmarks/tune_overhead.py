@@ -82,9 +82,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     parser.add_argument(
+        "--address",
+        default=None,
+        help="run the Tune searches on this running Ray cluster (the process pool stays here)",
+    )
+    parser.add_argument(
         "--baseline",
         action="store_true",
         help="also run the same trials in a plain process pool (no Ray), as many at a time",
+    )
+    parser.add_argument(
+        "--stock-asha",
+        action="store_true",
+        help="also run raymlops's ASHA search and a plain Tune script with Tune's stock "
+        "ASHAScheduler on the same trials (xgboost only; benchmarks/tune_asha.py)",
+    )
+    parser.add_argument(
+        "--asha-pairs", type=int, default=1, help="alternated pairs of the ASHA comparison: 1"
     )
     args = parser.parse_args(argv)
     if args.trials < 1 or args.concurrent < 1 or args.rows < 100 or args.cols < 2:
@@ -96,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if len(set(args.models)) != len(args.models):
         parser.error("--models lists a model twice")
+    if args.stock_asha and (args.models != ["xgboost"] or args.asha_pairs < 1):
+        parser.error("--stock-asha compares XGBoost trials only (--models xgboost), "
+                     "--asha-pairs >= 1")  # fmt: skip
     return args
 
 
@@ -131,40 +148,16 @@ def ray_daemons_cpu_s() -> dict[int, float]:
     """CPU seconds of this process's descendants other than Ray workers (raylet, GCS, agents),
     by pid, read from /proc: what Ray itself takes from the cores the trials run on. Linux only
     (empty elsewhere); trial workers are left out, their time is the trials'."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return {}
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    workers: set[int] = set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    from benchmarks.report import descendants
+
+    def worker(cmdline: bytes) -> bool:  # a Ray worker: its title is ray::<what it runs>
         argv = cmdline.split(b"\0")[:3]
         agent = cmdline.startswith((b"ray::DashboardAgent", b"ray::RuntimeEnvAgent"))
-        if any(a.endswith(b"_worker.py") for a in argv) or (
+        return any(a.endswith(b"_worker.py") for a in argv) or (
             cmdline.startswith(b"ray::") and not agent
-        ):
-            workers.add(pid)  # a Ray worker (its title is ray::<what it runs>)
-    me = os.getpid()
-    out = {}
-    for pid in cpu:
-        node, seen = pid, 0
-        while node not in (0, 1, me) and seen < 64:
-            node, seen = parents.get(node, 0), seen + 1
-        if node == me and pid != me and pid not in workers:
-            out[pid] = cpu[pid]
-    return out
+        )
+
+    return {p.pid: p.cpu_s for p in descendants(os.getpid()).values() if not worker(p.cmdline)}
 
 
 _BASELINE: dict[str, Any] = {}
@@ -214,6 +207,16 @@ def run_baseline(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, 
     durations = [times[i][0] for i in range(args.trials)]
     scores = [times[i][1] for i in range(args.trials)]
     return {"wall_s": wall, "sum_s": sum(durations), "trial_s": durations, "scores": scores}
+
+
+def run_asha(args: argparse.Namespace, train: Any, valid: Any) -> dict[str, Any]:
+    """raymlops's ASHA search next to stock Tune ASHA on the same trials (Ray must be up)."""
+    from benchmarks.tune_asha import compare
+    from raymlops.training.models import sample_trials
+
+    config = training_config(argparse.Namespace(**{**vars(args), "scheduler": "asha"}))
+    specs = sample_trials(list(args.models), num_samples=args.trials, seed=args.seed)
+    return compare(config, specs, train, valid, pairs=args.asha_pairs)
 
 
 def training_config(args: argparse.Namespace) -> Any:
@@ -341,6 +344,14 @@ def print_report(
             f"Tune wall / pool wall [bold]{s['wall_s'] / base['wall_s']:.3f}x[/bold]; "
             f"wall / pool ideal {s['wall_s'] / (base['sum_s'] / p):.3f}x"
         )
+    asha = s.get("asha")
+    if asha:
+        console.print(
+            f"ASHA ({asha['pairs']} pair(s), median): raymlops {asha['raymlops_wall_s']:.2f}s, "
+            f"stock Tune ASHA {asha['stock_wall_s']:.2f}s, ratio [bold]{asha['ratio']:.3f}x[/bold]"
+        )
+        for name, passed, detail in asha["checks"]:
+            console.print(f"  {'passed' if passed else '[red]FAILED[/red]'}: {name}: {detail}")
 
 
 def plot(summary: dict[str, Any], rows: list[dict[str, Any]], path: Path, goal: float) -> bool:
@@ -418,11 +429,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print("no-Ray baseline: the same trials in a process pool ...")
         baseline = run_baseline(args, train, valid)
     started = time.perf_counter()
-    ensure_ray()
+    ensure_ray(args.address)
     ray_start_s = time.perf_counter() - started
     try:
         cluster_cpus = float(ray.cluster_resources().get("CPU", 0))
         slots = int(cluster_cpus // args.cpu) if args.cpu > 0 else args.concurrent
+        if args.address is not None:  # a cluster that cannot run the cell as asked: exit 2
+            from benchmarks.report import require_cores
+
+            require_cores(int(args.concurrent * args.cpu), f"{args.concurrent} trials at a time "
+                          f"x {args.cpu:g} CPU", have=cluster_cpus,
+                          where=f"the cluster at {args.address} has")  # fmt: skip
+        node_ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
         daemons_before, driver_before = ray_daemons_cpu_s(), driver_cpu_s()
         started = time.perf_counter()
         result = run_search(config, train, valid, n_classes=2, verbose=0)
@@ -430,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         driver = driver_cpu_s() - driver_before
         daemons_after = ray_daemons_cpu_s()
         daemons = sum(v - daemons_before.get(pid, 0.0) for pid, v in daemons_after.items())
+        if args.stock_asha:
+            console.print("ASHA: raymlops's search and stock Tune ASHA on the same trials ...")
+            asha = run_asha(args, train, valid)
     finally:
         ray.shutdown()
     summary = summarize(result, outer_s, ray_start_s, slots, {"driver": driver, "daemons": daemons})
@@ -440,6 +461,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if baseline is not None:
         summary["baseline"] = baseline
+    if args.stock_asha:
+        summary["asha"] = asha
+    # where the trials ran (per node on a cluster): node id -> trials, and each node's address
+    per_node: dict[str, int] = {}
+    for trial in result.trials:
+        per_node[trial.node_id or "unknown"] = per_node.get(trial.node_id or "unknown", 0) + 1
+    summary.update(trials_per_node=per_node, node_ips=node_ips, address=args.address)
     rows = trial_rows(result)
     print_report(summary, rows, args.goal, console)
 
@@ -474,4 +502,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks.report import UsageError
+
+    try:
+        sys.exit(main())
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

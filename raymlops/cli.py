@@ -237,20 +237,16 @@ def _stage_printer():  # type: ignore[no-untyped-def]
             return
         print(f"▶ {name} ...", file=sys.stderr, flush=True)  # landmarks in the log file
         if err.is_terminal:  # a spinner with the time so far; it leaves no line behind
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-                redirect_stdout=False,  # Ray's prints belong in the log, not above the spinner
-                redirect_stderr=False,
-            )
-            progress.add_task(f"{name} ...", total=None)
+            progress = _stage_progress(err)
+            progress.add_task(f"{name} ...", total=None, count="")
             progress.start()
             _live.append(progress)
+
+    def advance(name: str, done: int, total: int, text: str) -> None:
+        """A bar for a stage that says how far it got (the search: trials ended of all)."""
+        if _live:
+            count = f"{done}/{total} trials" + (f", {text}" if text else "")
+            _live[-1].update(_live[-1].task_ids[0], total=total, completed=done, count=count)
 
     def end(name: str, seconds: float, detail: str) -> None:
         _stop_live()
@@ -258,7 +254,30 @@ def _stage_printer():  # type: ignore[no-untyped-def]
         if _ray_log is not None:
             print(f"✓ {name} ({seconds:.1f}s) {detail}", file=sys.stderr, flush=True)
 
-    return StageLog(on_start=start, on_end=end)
+    return StageLog(on_start=start, on_end=end, on_progress=advance)
+
+
+def _stage_progress(console: Console) -> Any:
+    """The line under the stage that runs: a spinner and the time so far, and a bar with its
+    count once the stage reports how far it got. Transient: it leaves no line behind."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class Bar(BarColumn):  # none until the total is known (no bar pulsing for nothing)
+        def render(self, task: Any) -> Any:
+            return Text("") if task.total is None else super().render(task)
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        Bar(bar_width=24),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        redirect_stdout=False,  # Ray's prints belong in the log, not above the bar
+        redirect_stderr=False,
+    )
 
 
 def _params_text(params: dict[str, Any]) -> str:

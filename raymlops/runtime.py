@@ -84,8 +84,15 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             init_local_ray(**kwargs)
         else:
             token = use_cluster_token()
+            # a cluster on this machine (raymlops cluster up): otherwise Ray turns the loopback
+            # GCS address into the machine's outward one, where nothing listens, and the
+            # driver retries for ever
+            loopback = _loopback_address(address)
+            if loopback:
+                os.environ.update(LOOPBACK_ENV)  # for the processes this driver starts
             try:
-                ray.init(address=address, **kwargs)
+                with loopback_ray() if loopback else contextlib.nullcontext():
+                    ray.init(address=address, **kwargs)
             except Exception as exc:
                 error = auth_error(exc, address, token)
                 if error is None:
@@ -93,6 +100,20 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
                 raise error from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+
+
+def _loopback_address(address: str) -> bool:
+    """Whether ``address`` (``host:port`` or ``ray://host:port``) names a loopback host."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    host = urlparse(address if "://" in address else f"tcp://{address}").hostname
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def init_local_ray(**kwargs: Any) -> None:

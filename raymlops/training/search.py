@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,44 @@ class OrderedASHA(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self.rungs.finish(trial.config["trial"])
+
+
+class _Progress(tune.Callback):
+    """Tells ``report(done, total, best)`` each time a trial ends; the best is taken from the
+    rungs, so a trial cut at a rung counts with its score there, as in the result."""
+
+    def __init__(
+        self,
+        report: Callable[[int, int, float | None], None],
+        total: int,
+        mode: str,
+        rungs: OrderedRungs,
+    ) -> None:
+        self.report, self.total, self.rungs = report, total, rungs
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.done = 0
+        self.best: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config (this callback in it) to save the experiment's state;
+        # ``report`` may hold a terminal's console, which does not pickle: a copy reports nothing
+        return {**self.__dict__, "report": None}
+
+    def _ended(self, trial: Any) -> None:
+        if self.report is None:
+            return
+        self.done += 1
+        with contextlib.suppress(KeyError, ValueError):
+            value, _ = self.rungs.result(trial.config["trial"])
+            if np.isfinite(value) and (self.best is None or self.sign * (value - self.best) > 0):
+                self.best = float(value)
+        self.report(min(self.done, self.total), self.total, self.best)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
 
 
 def _trainable(
@@ -308,6 +346,7 @@ def run_search(
     name: str = "raymlops",
     keep_models: bool = False,
     parallel: DataParallel | None = None,
+    progress: Callable[[int, int, float | None], None] | None = None,
 ) -> SearchResult:
     """Run the Tune search described by ``training`` on (x, y); return every trial.
 
@@ -388,8 +427,11 @@ def run_search(
             name=f"{name}-{stamp}",
             verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            callbacks=[] if progress is None else [_Progress(progress, len(specs), mode, rungs)],
         ),
     )
+    if progress is not None:
+        progress(0, len(specs), None)
     started = time.perf_counter()
     with _tune_environment(parallel_trials):
         grid = tuner.fit()

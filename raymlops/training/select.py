@@ -55,7 +55,14 @@ def search_and_refit(
     """
     arrays, want_refit = prepared.arrays, config.training.search.refit
     parallel = _data_parallel(prepared)
-    with stages.stage("search (Ray Tune)") as note:
+    stage = "search (Ray Tune)"
+    metric = config.training.metric
+
+    def progress(done: int, total: int, best: float | None) -> None:
+        text = "" if best is None else f"best {metric} {best:.4f}"
+        stages.progress(stage, done, total, text)
+
+    with stages.stage(stage) as note:
         search = run_search(
             config.training,
             arrays.fit,
@@ -64,6 +71,7 @@ def search_and_refit(
             verbose=verbose,
             keep_models=not want_refit,
             parallel=parallel,
+            progress=progress,
         )
         best = search.best
         note["detail"] = (

@@ -20,11 +20,18 @@ __all__ = ["StageLog"]
 
 @dataclass
 class StageLog:
-    """Timings of the pipeline's stages; ``on_start``/``on_end`` let a CLI show progress."""
+    """Timings of the pipeline's stages; ``on_start``/``on_end`` let a CLI show progress, and
+    ``on_progress(stage, done, total, text)`` how far a long stage has got (the search's
+    trials finished of all, with the best score so far)."""
 
     on_start: Callable[[str], None] | None = None
     on_end: Callable[[str, float, str], None] | None = None
+    on_progress: Callable[[str, int, int, str], None] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def progress(self, name: str, done: int, total: int, text: str = "") -> None:
+        if self.on_progress:
+            self.on_progress(name, done, total, text)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, str]]:

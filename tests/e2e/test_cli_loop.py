@@ -138,6 +138,9 @@ def test_init_train_promote_show_verify(tmp_path: Path) -> None:
     output = "".join(lines)
     assert server.returncode == 0, output[-2000:]
     assert "stopping ..." in output
+    # Ctrl-C stops Serve quietly: no replica's shutdown error on the terminal (issue 14)
+    assert "graceful_shutdown" not in output, output[-2000:]
+    assert "ray.kill" not in output, output[-2000:]
     assert f"serving churn (champion) at http://127.0.0.1:{port}" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)

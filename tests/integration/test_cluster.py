@@ -228,6 +228,36 @@ def test_train_job_registers_a_version_with_trials_on_both_workers(
     assert nodes == worker_ids, "trials ran on the workers, not the 0-CPU head"
 
 
+def test_the_tune_benchmark_runs_its_searches_on_the_cluster_with_address(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """``python -m benchmarks --suite tune --quick --address``: Tune's trials (raymlops's and
+    the stock ASHA script's) on the cluster's workers, the process pool here, and the files
+    every quick suite writes (this is CI's run of the tune suite)."""
+    from raymlops.raystart import LOOPBACK_ENV
+    from tests.integration.test_benchmarks import check_quick_result
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--suite", "tune", "--quick",
+         "--address", local_cluster.state.gcs_address, "--out", str(tmp_path)],
+        # a user's shell: not this session's Ray's loopback setting (joining must set it itself)
+        env={k: v for k, v in local_cluster.env.items() if k not in LOOPBACK_ENV},
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = check_quick_result("tune", tmp_path)
+    summary = result["extra"]["tune_overhead"]["summary"]
+    assert summary["address"] == local_cluster.state.gcs_address
+    worker_ids = {
+        n["node_id"]
+        for n in cluster.alive_nodes(local_cluster.state.dashboard_url, local_cluster.token)
+        if not n.get("is_head_node")
+    }
+    assert set(summary["trials_per_node"]) <= worker_ids, "trials on the workers (head: 0 CPUs)"
+    assert sum(summary["trials_per_node"].values()) == summary["trials"]
+    assert any("--address" in note for note in result["notes"])
+
+
 def test_the_same_submission_id_twice_makes_one_job(
     local_cluster: LocalCluster, project: Path
 ) -> None:

@@ -59,7 +59,18 @@ def test_asha_search_in_parallel_is_reproducible_and_stops_weak_trials() -> None
 
 def test_trees_beat_the_linear_model_on_an_interaction() -> None:
     train, valid = _data()
-    result = run_search(_config(max_concurrent=2, seed=1), train, valid, n_classes=2, verbose=0)
+    events: list[tuple[int, int, float | None]] = []  # the CLI's progress bar reads these
+    result = run_search(
+        _config(max_concurrent=2, seed=1), train, valid, n_classes=2, verbose=0,
+        progress=lambda *event: events.append(event),
+    )  # fmt: skip
     assert result.best.model in ("xgboost", "random_forest")
     linear = max(t.score for t in result.trials if t.model == "logistic_regression")
     assert result.best.score > linear + 0.2
+
+    # progress: 0 of 6 at the start, then one more each time a trial ends, with the best so far
+    assert [(done, total) for done, total, _ in events] == [(i, 6) for i in range(7)], events
+    assert events[0][2] is None
+    best = [b for _, _, b in events[1:]]
+    assert best == sorted(best), f"the best so far never gets worse: {best}"
+    assert best[-1] == result.best.score

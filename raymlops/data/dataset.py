@@ -468,8 +468,12 @@ def sample_candidates(frame: pd.DataFrame, rows: int, *, seed: int) -> pd.DataFr
     :func:`sample_rows` on the whole data while each block sends at most ``rows`` rows.
     """
     keys = unit_hash(frame[ROW_ID].to_numpy(), seed)
-    candidates = frame.assign(__key=keys)
-    return candidates.nsmallest(rows, "__key") if len(candidates) > rows else candidates
+    if len(frame) <= rows:
+        return frame.assign(__key=keys)
+    # the rows of DataFrame.nsmallest(rows, key) (ties: the first row wins), taken by position:
+    # nsmallest on the whole block first consolidated all its columns, a copy of the block
+    chosen = np.argsort(keys, kind="stable")[:rows]
+    return frame.iloc[chosen].assign(__key=keys[chosen])
 
 
 def merge_samples(candidates: list[pd.DataFrame], rows: int) -> pd.DataFrame:

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -85,7 +86,12 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
         else:
             token = use_cluster_token()
             try:
-                ray.init(address=address, **kwargs)
+                if _is_loopback(address):  # `raymlops cluster up`'s: its nodes keep 127.0.0.1
+                    os.environ.update(LOOPBACK_ENV)
+                    with loopback_ray():
+                        ray.init(address=address, **kwargs)
+                else:
+                    ray.init(address=address, **kwargs)
             except Exception as exc:
                 error = auth_error(exc, address, token)
                 if error is None:
@@ -255,6 +261,15 @@ def loopback_ray() -> Iterator[None]:
         yield
     finally:
         services.resolve_ip_for_localhost = original
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a GCS address (``host:port``, not ``ray://``) names this machine's loopback."""
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _free_port() -> int:

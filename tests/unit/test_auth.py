@@ -79,3 +79,15 @@ def test_a_ray_job_driver_keeps_the_environment_ray_gave_it(
     (clean_env / "auth_token").chmod(0o644)  # would be refused outside a job
     assert use_cluster_token() == "the token of the job's cluster"
     assert "RAY_AUTH_MODE" not in os.environ
+
+
+def test_a_loopback_cluster_address_is_joined_on_loopback() -> None:
+    """`raymlops cluster up`'s GCS listens on 127.0.0.1: joining it must not resolve the
+    address to the machine's outward one (nothing listens there)."""
+    from raymlops.runtime import _is_loopback
+
+    assert _is_loopback("127.0.0.1:6379")
+    assert _is_loopback("localhost:6379")
+    assert _is_loopback("[::1]:6379")
+    assert not _is_loopback("10.0.0.5:6379")
+    assert not _is_loopback("head.example:6379")

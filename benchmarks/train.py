@@ -49,6 +49,12 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 RESULTS = ROOT / "benchmarks" / "results"
 FEATURES = [f"f{i:02d}" for i in range(30)]
 TARGET = "label"
+#: raymlops's stages that make up data preparation (read, validate, statistics, transform)
+PREP_STAGES = ("read and validate", "fit features", "transform")
+#: the issue's goals: driver peak RSS, the 2M-row 4-trial cell's ratio, data preparation
+GOAL_DRIVER_RSS = 1e9
+GOAL_RATIO = 1.0
+GOAL_PREP_RATIO = 2.0
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -68,7 +74,9 @@ def make_data(path: Path, rows: int, seed: int) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250_000)
 
 
-def write_config(root: Path, source: Path, args: argparse.Namespace, trials: int) -> Path:
+def write_config(
+    root: Path, source: Path, args: argparse.Namespace, trials: int, workers: int | None = None
+) -> Path:
     columns = "".join(f"    {name}: {{type: float}}\n" for name in FEATURES)
     text = (
         "name: bench\n"
@@ -87,6 +95,7 @@ def write_config(root: Path, source: Path, args: argparse.Namespace, trials: int
         f"scheduler: fifo, max_boosting_rounds: {args.rounds}, "
         f"rounds_per_report: {args.rounds_per_report}, time_budget_s: 3600, "
         f"refit: {'true' if args.refit else 'false'}}}\n"
+        + (f"  workers_per_trial: {workers}\n" if workers is not None else "")
     )
     path = root / "raymlops.yaml"
     path.write_text(text)
@@ -253,7 +262,34 @@ def baseline(
                 best, best_auc = booster, auc
         wall = time.perf_counter() - started
     test_auc = auc_on(Path(test), lambda t: best.inplace_predict(t[FEATURES].to_numpy()))
-    queue.put({"wall_s": wall, "read_s": read_s, "peak_rss": rss.peak, "test_auc": test_auc})
+    prep_s = pandas_prep(source)
+    queue.put(
+        {
+            "wall_s": wall,
+            "read_s": read_s,
+            "prep_s": prep_s,
+            "peak_rss": rss.peak,
+            "test_auc": test_auc,
+        }
+    )
+
+
+def pandas_prep(source: str) -> float:
+    """Seconds for the data preparation a user writes in pandas, raymlops's transform of these
+    columns: read, then each feature standardised with its mean and std, a missing value as
+    0, into one float64 matrix (timed apart from the trials; not part of ``wall_s``)."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    frame = pd.read_parquet(source)
+    features = frame[FEATURES]
+    scaled = (features - features.mean()) / features.std(ddof=0)
+    x = scaled.fillna(0.0).to_numpy(dtype=np.float64)
+    y = frame[TARGET].to_numpy()
+    seconds = time.perf_counter() - started
+    assert x.shape == (len(frame), len(FEATURES))
+    assert len(y) == len(frame)
+    return seconds
 
 
 def run_baseline(
@@ -290,8 +326,111 @@ def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
         "test_auc": test_auc,
         "holdout_auc": result.metrics["roc_auc"],
         "stages": {k: v for k, v in result.stages.items() if k != "start Ray"},
+        "prep_s": sum(v for k, v in result.stages.items() if k.startswith(PREP_STAGES)),
         "version": result.version,
+        # rank, node, fit rows and peak RSS of each worker of the best trial
+        "trial_nodes": result.lineage["trial"]["nodes"],
     }
+
+
+# -- the data-parallel cell on two nodes ---------------------------------------------------------
+
+
+def two_node_cell(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """One XGBoost trial with 1 worker, then with 2 workers, on the same data and config, on
+    a cluster of two 1-CPU worker nodes: each worker of the 2-worker trial must sit on its own
+    node and hold only its share of the rows, and the holdout AUC must match the 1-worker
+    trial's within ``--dp-tolerance``."""
+    rows = args.cluster_rows
+    data, test = root / f"train-{rows}.parquet", root / f"test-{rows}.parquet"
+    make_data(data, rows, seed=1)
+    make_data(test, min(rows, 200_000), seed=2)
+    runs = {}
+    for workers in (1, 2):
+        project = root / f"project-{rows}-w{workers}"
+        project.mkdir()
+        runs[workers] = run_raymlops(write_config(project, data, args, 1, workers), test)
+    gap = abs(runs[2]["holdout_auc"] - runs[1]["holdout_auc"])
+    problems = two_node_problems(runs[1], runs[2], args.dp_tolerance)
+    return {"rows": rows, "runs": runs, "auc_gap": gap, "problems": problems}
+
+
+def two_node_problems(one: dict[str, Any], two: dict[str, Any], tolerance: float) -> list[str]:
+    """What the 2-worker run must show: its 2 workers on 2 different nodes, each holding part
+    of the fit rows (none all of them), and a holdout AUC within ``tolerance`` of 1 worker's."""
+    nodes = two["trial_nodes"]
+    fit_rows = sum(n["fit_rows"] for n in nodes)
+    problems = []
+    if len(nodes) != 2 or len({n["node_id"] for n in nodes}) != 2:
+        problems.append(f"the 2-worker trial did not run on 2 nodes: {nodes}")
+    if any(not 0 < n["fit_rows"] < fit_rows for n in nodes):
+        problems.append(f"a worker held every fit row: {[n['fit_rows'] for n in nodes]}")
+    gap = abs(two["holdout_auc"] - one["holdout_auc"])
+    if gap > tolerance:
+        problems.append(f"holdout AUC 2 workers vs 1 differs by {gap:.4f} > {tolerance}")
+    return problems
+
+
+def cluster_markdown(cell: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"# One XGBoost trial on a local 2-node cluster ({cell['rows']:,} rows, "
+        f"{args.rounds} rounds; head 0 CPU, two 1-CPU worker nodes)",
+        "",
+        "| workers | node of each worker | fit rows per worker | worker peak RSS "
+        "| peak RSS per node | holdout AUC | test AUC | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for workers, run in cell["runs"].items():
+        nodes = run["trial_nodes"]
+        per_node = ", ".join(f"{p / 1e9:.2f}" for p in run["node_peak_rss"].values())
+        fit_rows = ", ".join(f"{n['fit_rows']:,}" for n in nodes)
+        worker_rss = ", ".join(f"{n.get('peak_rss', 0) / 1e9:.2f}" for n in nodes)
+        lines.append(
+            f"| {workers} | {', '.join(n['node_id'][:8] for n in nodes)} "
+            f"| {fit_rows} | {worker_rss} GB "
+            f"| {per_node} GB | {run['holdout_auc']:.4f} | {run['test_auc']:.4f} "
+            f"| {run['wall_s']:.1f} s |"
+        )
+    verdict = "; ".join(cell["problems"]) or (
+        f"each worker on its own node with part of the rows; holdout AUC within "
+        f"{args.dp_tolerance} of 1 worker ({cell['auc_gap']:.4f})"
+    )
+    return "\n".join([*lines, "", verdict]) + "\n"
+
+
+def run_two_nodes(args: argparse.Namespace) -> int:
+    """The cluster cell on ``--address``, else on a cluster this run starts and stops
+    (``raymlops cluster up --workers 2`` in a raymlops folder of its own)."""
+    import ray
+
+    from raymlops import cluster
+    from raymlops.runtime import ensure_ray
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-2n-") as tmp:
+        root = Path(tmp)
+        home = None
+        address = args.address
+        if address is None:
+            home = root / "raymlops-home"
+            os.environ["RAYMLOPS_HOME"] = str(home)  # its token, not the user's cluster's
+            state = cluster.up(
+                2, cpus_per_worker=1, head_cpus=0, object_store_mb=args.object_store_mb, home=home
+            )
+            address = state.gcs_address
+        try:
+            ensure_ray(address)
+            cell = two_node_cell(args, root)
+        finally:
+            ray.shutdown()
+            if home is not None:
+                cluster.down(home)
+    for line in cell["problems"]:
+        print(f"two nodes: {line}", flush=True)
+    report = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "cell": cell}
+    (args.out / "train-cluster.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / "train-cluster.md").write_text(cluster_markdown(cell, args))
+    print(f"wrote {args.out / 'train-cluster.json'} and train-cluster.md")
+    return 1 if cell["problems"] else 0
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -304,8 +443,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "| rows | trials | raymlops train | pandas + xgboost | ratio | driver peak RSS "
         "(raymlops) | peak RSS per node (raymlops) | peak RSS (pandas) "
-        "| test AUC raymlops / pandas |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| test AUC raymlops / pandas | data prep raymlops / pandas |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_node = ", ".join(
@@ -316,8 +455,14 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {r['baseline']['wall_s']:.1f} s | {r['ratio']:.2f}x "
             f"| {r['raymlops']['peak_rss'] / 1e9:.2f} GB | {per_node} GB "
             f"| {r['baseline']['peak_rss'] / 1e9:.2f} GB "
-            f"| {r['raymlops']['test_auc']:.4f} / {r['baseline']['test_auc']:.4f} |"
+            f"| {r['raymlops']['test_auc']:.4f} / {r['baseline']['test_auc']:.4f} "
+            f"| {r['raymlops']['prep_s']:.1f} s / {r['baseline']['prep_s']:.1f} s "
+            f"({r['prep_ratio']:.2f}x) |"
         )
+    lines += ["", "Goals (issue 11):", "", "| goal | measured | met |", "|---|---|---|"]
+    lines += [
+        f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |" for g in goals(rows)
+    ]
     for r in rows:
         lines += [
             "",
@@ -328,7 +473,40 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ]
         lines += [f"| {name} | {s:.2f} |" for name, s in r["raymlops"]["stages"].items()]
         lines.append(f"| (pandas read_parquet) | {r['baseline']['read_s']:.2f} |")
+        lines.append(f"| (pandas read_parquet + transform) | {r['baseline']['prep_s']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals that this run's cells measure (a goal whose cell did not run is left
+    out): driver RSS at 4M rows and more, the 2M-row 4-trial ratio, data preparation at 4M."""
+    out = []
+    for r in rows:
+        rss = r["raymlops"]["peak_rss"]
+        if r["rows"] >= 4_000_000:
+            out.append(
+                {
+                    "goal": f"driver peak RSS < 1 GB at {r['rows']:,} rows",
+                    "measured": f"{rss / 1e9:.2f} GB",
+                    "met": rss < GOAL_DRIVER_RSS,
+                }
+            )
+            out.append(
+                {
+                    "goal": f"data prep < {GOAL_PREP_RATIO:g}x pandas at {r['rows']:,} rows",
+                    "measured": f"{r['prep_ratio']:.2f}x",
+                    "met": r["prep_ratio"] < GOAL_PREP_RATIO,
+                }
+            )
+        if r["rows"] == 2_000_000 and r["trials"] == 4:
+            out.append(
+                {
+                    "goal": f"wall <= {GOAL_RATIO:g}x pandas + xgboost at 2M rows, 4 trials",
+                    "measured": f"{r['ratio']:.2f}x",
+                    "met": r["ratio"] <= GOAL_RATIO,
+                }
+            )
+    return out
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
@@ -383,6 +561,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="raymlops search.refit (default: the config's default)",
     )
     parser.add_argument("--auc-tolerance", type=float, default=0.01)
+    parser.add_argument(
+        "--two-nodes",
+        action="store_true",
+        help="instead of the cells: one trial with 1, then 2 workers on a local 2-node cluster "
+        "(started and stopped here, or --address)",
+    )
+    parser.add_argument(
+        "--dp-tolerance",
+        type=float,
+        default=0.005,
+        help="largest holdout AUC gap between the 2-worker and the 1-worker trial",
+    )
+    parser.add_argument("--object-store-mb", type=int, default=1024, help="per node (--two-nodes)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
     args = parser.parse_args(argv)
@@ -390,6 +581,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         from raymlops.config import SearchConfig
 
         args.refit = SearchConfig().refit
+    args.cluster_rows = (args.rows or [20_000 if args.quick else 1_000_000])[0]
     sizes = args.rows or ([50_000] if args.quick else [1_000_000])
     args.cells = [(rows, args.trials) for rows in sizes]
     if args.full:  # the issue's cells: 1M and 4M rows, and 2M rows with 4 trials
@@ -402,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     from raymlops.runtime import ensure_ray
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.two_nodes:
+        return run_two_nodes(args)
     ensure_ray(args.address)  # not timed: both sides start with their libraries ready
     rows_out: list[dict[str, Any]] = []
     failed = False
@@ -425,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                 "raymlops": ours,
                 "baseline": theirs,
                 "ratio": ours["wall_s"] / theirs["wall_s"],
+                "prep_ratio": ours["prep_s"] / theirs["prep_s"],
                 "auc_gap": gap,
                 "auc_agree": agree,
             }
@@ -440,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": rows_out,
+        "goals": goals(rows_out),
     }
     (args.out / "train.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (args.out / "train.md").write_text(markdown(rows_out, args))

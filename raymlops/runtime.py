@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -104,7 +105,6 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
 
 def _loopback_address(address: str) -> bool:
     """Whether ``address`` (``host:port`` or ``ray://host:port``) names a loopback host."""
-    import ipaddress
     from urllib.parse import urlparse
 
     host = urlparse(address if "://" in address else f"tcp://{address}").hostname

@@ -143,7 +143,7 @@ class _Piece:
 _PIECE_ROWS = 250_000
 
 
-def _parquet_pieces(source: str) -> tuple[list[Any], list[int], list[str], str]:
+def _parquet_pieces(source: str) -> tuple[list[Any], list[int], list[str], list[Any]]:
     """Parquet row groups as pieces for the validating tasks to read themselves: row counts
     come from the files' footers, so nothing is read twice and no rows pass the driver."""
     resolved = resolve_source(source)
@@ -164,9 +164,17 @@ def _parquet_pieces(source: str) -> tuple[list[Any], list[int], list[str], str]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataValidationError(f"cannot read {source}: {exc}") from None
     fs = resolved.filesystem
-    digests = ray.get([_file_digest.remote(fs, path) for path in resolved.files])
-    combined = hashlib.sha256("".join(digests).encode()).hexdigest()
-    return pieces, _offsets(sizes), resolved.files, combined
+    # the files' digest tasks run beside the validating ones (hashing 1 GB takes ~1 s); the
+    # caller reads them with _combined_digest once its own tasks are under way
+    digests = [_file_digest.remote(fs, path) for path in resolved.files]
+    return pieces, _offsets(sizes), resolved.files, digests
+
+
+def _combined_digest(digests: str | list[Any]) -> str:
+    """One digest of all files, from their digests (or their digest tasks' refs)."""
+    if isinstance(digests, str):
+        return digests
+    return hashlib.sha256("".join(ray.get(digests)).encode()).hexdigest()
 
 
 def load_validated(source: str, schema: Schema, *, require_target: bool = True) -> ValidatedData:
@@ -377,6 +385,7 @@ def load_split(
         DataValidationError: a file is empty or a block breaks the schema (merged report), or
             no row has a time to split on.
     """
+    digest: str | list[Any]
     if resolve_source(source).kind == "parquet":
         block_refs, offsets, files, digest = _parquet_pieces(source)
     else:
@@ -446,7 +455,7 @@ def load_split(
         report=report,
         source=source,
         files=files,
-        digest=digest,
+        digest=_combined_digest(digest),
         rows=report.rows,
         train_rows=sum(n for n, _, _, _ in counts),
         holdout_rows=sum(n for _, n, _, _ in counts),
@@ -468,8 +477,12 @@ def sample_candidates(frame: pd.DataFrame, rows: int, *, seed: int) -> pd.DataFr
     :func:`sample_rows` on the whole data while each block sends at most ``rows`` rows.
     """
     keys = unit_hash(frame[ROW_ID].to_numpy(), seed)
-    candidates = frame.assign(__key=keys)
-    return candidates.nsmallest(rows, "__key") if len(candidates) > rows else candidates
+    if len(frame) <= rows:
+        return frame.assign(__key=keys)
+    # the rows of DataFrame.nsmallest(rows, key) (ties: the first row wins), taken by position:
+    # nsmallest on the whole block first consolidated all its columns, a copy of the block
+    chosen = np.argsort(keys, kind="stable")[:rows]
+    return frame.iloc[chosen].assign(__key=keys[chosen])
 
 
 def merge_samples(candidates: list[pd.DataFrame], rows: int) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import pandas as pd
 import ray
 from ray.data.aggregate import Count, Max, Mean, Min, Std, ValueCounter
 
-from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
+from raymlops.features.pipeline import ColumnStats, FeaturePipeline, float_values, numeric_view
 from raymlops.schema import Schema
 
 __all__ = [
@@ -159,16 +159,17 @@ class BlockStats:
 
 def block_stats(frame: pd.DataFrame, schema: Schema) -> BlockStats:
     """Statistics of one block of typed rows (pure; runs in the task that validated it)."""
-    view = numeric_view(frame, schema)
     out = BlockStats(rows=len(frame))
     for name in schema.feature_columns:
-        if schema.columns[name].type == "category":
-            values = view[name].dropna()
+        kind = schema.columns[name].type
+        if kind == "category":
+            values = frame[name].astype(object).dropna()
             out.categories[name] = Counter(
                 {str(k): int(v) for k, v in values.value_counts().items()}
             )
             continue
-        values = view[name].to_numpy(dtype=np.float64)
+        # numeric_view's values column by column (no frame of them all is built)
+        values = float_values(frame[name], kind)
         values = values[~np.isnan(values)]
         if len(values) == 0:
             out.numeric[name] = (0, 0.0, 0.0, np.inf, -np.inf)

@@ -107,7 +107,12 @@ class TargetEncoder:
         if self.task == "regression":
             return _as_float(labels, "float")
         lookup = {_label_key(c): i for i, c in enumerate(self.classes)}
-        codes = np.array([lookup.get(_label_key(v), -1) for v in labels], dtype=np.int64)
+        if labels.dtype == object:  # mixed types: 1 and True are equal, yet not the same label
+            codes = np.array([lookup.get(_label_key(v), -1) for v in labels], dtype=np.int64)
+        else:  # one type: one key per distinct value, not one Python call per row
+            inverse, uniques = pd.factorize(labels, use_na_sentinel=False)
+            known = np.array([lookup.get(_label_key(v), -1) for v in uniques], dtype=np.int64)
+            codes = known[inverse]
         if (codes < 0).any():
             unknown = labels[codes < 0].iloc[0]
             raise ValueError(f"target value {unknown!r} was not seen in training")

@@ -44,6 +44,7 @@ from raymlops.training.scaling import (
     plan_workers,
     sklearn_problem,
 )
+from raymlops.training.stages import peak_rss
 
 __all__ = [
     "DataParallelOutcome",
@@ -252,6 +253,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
     booster = xgb.train(
         xgboost_params(spec, options), dtrain, num_boost_round=rounds, callbacks=callbacks
     )
+    # each worker's peak memory: what one worker held of the data (lineage, benchmark)
+    for node, peak in zip(nodes, gather.counts(peak_rss()), strict=True):
+        node["peak_rss"] = int(peak)
     if gather.rank == 0:  # the last report and the model go back to the trial's driver
         model = bytes(booster.save_raw(raw_format="ubj")) if config["keep_model"] else None
         config["outcome"].put((last, model))

@@ -67,7 +67,7 @@ def build_lineage(
             "steps": best.steps,
             "node_id": best.node_id,
             "workers": best.workers,
-            "nodes": best.nodes,  # rank, node_id, address and fit rows of each worker
+            "nodes": best.nodes,  # rank, node_id, address, fit rows, peak RSS of each worker
         },
         "parent": champion,
         "workers_per_trial": prepared.workers.to_dict(),

@@ -50,6 +50,7 @@ from raymlops.training.models import (
 )
 from raymlops.training.rungs import OrderedRungs, milestones
 from raymlops.training.scaling import placement_problem
+from raymlops.training.stages import peak_rss
 
 __all__ = [
     "DataParallel",
@@ -228,6 +229,7 @@ def _trainable(
         tune.report(dict(last))
 
     model, steps = fit_model(spec, x, y, options, valid=(x_valid, y_valid), on_step=report)
+    nodes[0]["peak_rss"] = peak_rss()  # after the fit: the arrays and the DMatrix were held
     if keep_model:
         _report_model(last, *dump_model(model, spec.model))
 

@@ -11,11 +11,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["StageLog"]
+__all__ = ["StageLog", "peak_rss"]
 
 
 @dataclass
@@ -44,3 +45,10 @@ class StageLog:
         self.seconds[name] = elapsed
         if self.on_end:
             self.on_end(name, elapsed, note["detail"])
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far, in bytes (``getrusage``; Linux counts
+    KiB). A trial's or Train worker's peak: what it held of the data. A worker process that
+    Ray reused also counts what it held before, so this can only overstate a trial's share."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -60,6 +60,7 @@ def test_two_workers_train_the_same_model_twice_and_lineage_names_them(tmp_path:
     assert [n["rank"] for n in trial["nodes"]] == [0, 1]
     rows = [n["fit_rows"] for n in trial["nodes"]]
     assert all(0 < r < sum(rows) for r in rows), f"no worker holds every row: {rows}"
+    assert all(n["peak_rss"] > 0 for n in trial["nodes"]), "each worker's peak memory"
     assert {n["node_id"] for n in trial["nodes"]} <= set(lineage["ray"]["nodes"])
     assert lineage["ray"]["addresses"], "the nodes' addresses are recorded"
     assert lineage["ray"]["workers_per_trial"] == 2

@@ -146,3 +146,32 @@ def test_batch_and_single_row_transforms_are_identical(batch: list[dict]) -> Non
         [PIPELINE.transform(typed.iloc[[i]]).to_numpy() for i in range(len(typed))]
     )
     np.testing.assert_array_equal(whole, one_by_one)
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [
+        (pd.Series([1, 0, 1, 1, 0]), [0, 1]),
+        (pd.Series([True, False, True]), [False, True]),
+        (pd.Series([2.0, -0.0, 2.0, 0.0]), [0, 2]),
+        (pd.Series([1, None, 0], dtype="Int64"), [0, 1]),
+        (pd.Series(["b", "a", "b"], dtype="category"), ["a", "b"]),
+        (pd.Series(["b", "a", "b"], dtype="string"), ["a", "b"]),
+        (pd.Series([1, True, "x", 1.0], dtype=object), [1, True, "x"]),
+    ],
+)
+def test_target_codes_of_one_type_equal_the_row_by_row_lookup(
+    labels: pd.Series, classes: list
+) -> None:
+    """Given labels of one dtype (coded once per distinct value) or mixed (row by row), the
+    codes are those of looking every row's key up, and an unseen label is named."""
+    from raymlops.features.pipeline import TargetEncoder, _label_key
+
+    encoder = TargetEncoder("classification", classes)
+    lookup = {_label_key(c): i for i, c in enumerate(classes)}
+    expected = np.array([lookup.get(_label_key(v), -1) for v in labels], dtype=np.int64)
+    if (expected < 0).any():
+        with pytest.raises(ValueError, match="was not seen in training"):
+            encoder.encode(labels)
+    else:
+        np.testing.assert_array_equal(encoder.encode(labels), expected)

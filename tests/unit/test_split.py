@@ -37,11 +37,26 @@ def test_time_cut_holds_out_the_latest_fraction_from_block_sketches() -> None:
     rng = np.random.default_rng(3)
     times = rng.integers(0, 10**15, size=50_000)
     blocks = np.array_split(times, 7)
-    sketches = [
-        (np.quantile(b, np.linspace(0, 1, 201), method="lower"), len(b)) for b in blocks
-    ]
+    sketches = [(np.quantile(b, np.linspace(0, 1, 201), method="lower"), len(b)) for b in blocks]
     cut = time_cut([*sketches, None], 0.2)  # a block without times counts for nothing
     held = (times > cut).mean()
     assert abs(held - 0.2) < 0.01  # the sketch's error, far below one percent here
     with pytest.raises(ValueError, match="no row has a time"):
         time_cut([None], 0.2)
+
+
+@pytest.mark.parametrize("rows", [0, 5, 50, 500])
+def test_sample_candidates_are_the_rows_nsmallest_picks(rows: int) -> None:
+    """Given a block with a tie in its keys' order, the candidates are the rows (and keys) of
+    DataFrame.nsmallest on the keyed block: the reference sample does not change."""
+    import pandas as pd
+
+    from raymlops.data.dataset import ROW_ID, sample_candidates
+    from raymlops.data.split import unit_hash
+
+    ids = np.r_[np.arange(1000, 1200), np.arange(1000, 1100)]  # repeated ids: equal keys
+    frame = pd.DataFrame({ROW_ID: ids, "x": np.arange(len(ids)) * 0.5, "c": ["a", "b"] * 150})
+    keyed = frame.assign(__key=unit_hash(ids, 9))
+    expected = keyed.nsmallest(rows, "__key") if len(keyed) > rows else keyed
+    got = sample_candidates(frame, rows, seed=9)
+    pd.testing.assert_frame_equal(got, expected)

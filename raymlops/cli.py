@@ -689,7 +689,8 @@ def serve_command(
     from raymlops.runtime import ensure_ray, metrics_urls
     from raymlops.serving.app import build_application, resolve_api_key
 
-    api_key = resolve_api_key(cfg)
+    # this command starts Serve on serving.host; build_application checks the Serve that runs
+    api_key = resolve_api_key(cfg, running_host=cfg.serving.host)
     if detach and not (address or os.environ.get("RAY_ADDRESS")):
         raise UsageError(
             "--detach needs a running cluster (--address or RAY_ADDRESS): a local Ray ends with this process"
@@ -698,9 +699,10 @@ def serve_command(
     ensure_ray(address, jobs=monitor)  # the monitor submits retrains through the Jobs API
     from ray import serve
 
+    # Serve first: the key check of build_application reads the host Serve really binds
+    serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
     application = build_application(cfg, alias=alias)
     try:
-        serve.start(http_options={"host": cfg.serving.host, "port": cfg.serving.port})
         serve.run(application, name=cfg.name, route_prefix="/")
         if monitor:
             from raymlops.monitoring.monitor import start_monitor

@@ -9,15 +9,33 @@ exporters bind 127.0.0.1 only. Any other address is passed on unchanged.
 
 :func:`loopback_worker` is the ``worker_process_setup_hook`` of a local Ray that raymlops
 starts: Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]:0`` (every
-interface) whatever the node's address; in a raymlops worker it binds 127.0.0.1 instead.
+interface) whatever the node's address; in a raymlops worker it binds 127.0.0.1 instead. It also
+makes Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) bind loopback only: Ray 2.60's
+HAProxy config template binds the stats page and the Prometheus exporter to every interface
+(``bind *:`` and ``bind :``) whatever ``http_options.host`` says; in a raymlops worker they bind
+127.0.0.1 (:func:`loopback_haproxy_template`).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import ipaddress
+import re
 import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
-__all__ = ["LOOPBACK_ENV", "keep_loopback", "loopback_address", "loopback_worker", "main"]
+__all__ = [
+    "HAPROXY_TEMPLATES",
+    "LOOPBACK_ENV",
+    "keep_loopback",
+    "loopback_address",
+    "loopback_haproxy_template",
+    "loopback_worker",
+    "main",
+]
 
 #: in the environment of every process of a loopback Ray: Ray's processes that connect to the
 #: GCS themselves (the dashboard agent's job module, job drivers) resolve a loopback address
@@ -26,6 +44,21 @@ __all__ = ["LOOPBACK_ENV", "keep_loopback", "loopback_address", "loopback_worker
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 _WILDCARDS = ("[::]:", "0.0.0.0:", ":")
+
+#: the module of Serve's HAProxy config template, and the template's name in it (also imported
+#: by name into ``ray.serve._private.haproxy``, which renders it in the HAProxy manager actor)
+HAPROXY_TEMPLATES = "ray.serve._private.haproxy_templates"
+_HAPROXY_TEMPLATE = "HAPROXY_CONFIG_TEMPLATE"
+_HAPROXY_RENDERER = "ray.serve._private.haproxy"
+#: a bind line with no host or a wildcard one before a templated port: ``bind :{{ ... }}``,
+#: ``bind *:{{ ... }}``
+_WILDCARD_BIND = re.compile(r"^(\s*bind\s+)(?:\*|0\.0\.0\.0|\[::\]|::)?(:\{\{)", re.MULTILINE)
+#: the hosts a bind line may keep: 127.0.0.1 and Serve's configured ``http_options.host``
+#: (Ray renders a configured wildcard as ``*``: a cluster may choose to listen everywhere)
+_ALLOWED_BIND = re.compile(
+    r"^\s*bind\s+(?:127\.0\.0\.1:|\{\{ config\.(?:grpc_)?frontend_host \}\}:)", re.MULTILINE
+)
+_BIND_LINE = re.compile(r"^\s*bind\s.*$", re.MULTILINE)
 
 
 def keep_loopback(resolve):  # type: ignore[no-untyped-def]
@@ -55,8 +88,81 @@ def loopback_address(address: str) -> str:
     return address
 
 
+def loopback_haproxy_template(template: str) -> str:
+    """Serve's HAProxy config ``template`` with every listener that names no host (or a
+    wildcard one) bound to 127.0.0.1; the frontends keep Serve's ``http_options.host``.
+
+    Raises:
+        ValueError: a bind line would still listen elsewhere (Ray changed its template): the
+            HAProxy ingress is refused rather than opened to the network.
+
+    Example:
+        >>> loopback_haproxy_template("listen stats\\n  bind *:{{ config.stats_port }}\\n")
+        'listen stats\\n  bind 127.0.0.1:{{ config.stats_port }}\\n'
+    """
+    patched = _WILDCARD_BIND.sub(r"\g<1>127.0.0.1\2", template)
+    others = [
+        line.strip()
+        for line in _BIND_LINE.findall(patched)
+        if not _ALLOWED_BIND.match(line)
+    ]
+    if others:
+        raise ValueError(
+            f"Ray Serve's HAProxy config template binds {others}, which raymlops cannot keep on "
+            "127.0.0.1: set RAY_SERVE_ENABLE_HA_PROXY=0 to use Serve's own proxy"
+        )
+    return patched
+
+
+def _patch_haproxy_templates(module: ModuleType) -> None:
+    template = getattr(module, _HAPROXY_TEMPLATE)
+    setattr(module, _HAPROXY_TEMPLATE, loopback_haproxy_template(template))
+    renderer = sys.modules.get(_HAPROXY_RENDERER)
+    if renderer is not None and hasattr(renderer, _HAPROXY_TEMPLATE):
+        setattr(renderer, _HAPROXY_TEMPLATE, getattr(module, _HAPROXY_TEMPLATE))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``patch`` on the module ``name`` as soon as this process imports it.
+
+    The worker setup hook runs before a worker knows what it will run; importing Serve there
+    to patch it would cost every worker (Ray Data's and Tune's too) over a second.
+    """
+
+    def __init__(self, name: str, patch: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self.patch = patch
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once; and the look-up below must not come back here
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, patch = spec.loader, self.patch
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: ModuleType) -> None:
+            exec_module(module)
+            patch(module)
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+def _after_import(name: str, patch: Callable[[ModuleType], None]) -> None:
+    module = sys.modules.get(name)
+    if module is not None:
+        patch(module)
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, patch))
+
+
 def loopback_worker() -> None:
-    """Make gRPC servers that Ray code adds in this worker listen on 127.0.0.1, not everywhere."""
+    """Make gRPC servers that Ray code adds in this worker listen on 127.0.0.1, not everywhere,
+    and Serve's HAProxy ingress (when this worker runs it) too."""
+    _after_import(HAPROXY_TEMPLATES, _patch_haproxy_templates)
     from ray._common import tls_utils
 
     original = tls_utils.add_port_to_grpc_server

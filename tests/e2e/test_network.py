@@ -1,7 +1,7 @@
 """Nothing a local raymlops starts listens beyond loopback (issue 12, "Network").
 
-`raymlops serve` (with the monitor, as a user runs it) and `raymlops cluster up` run as
-subprocesses; every listening TCP socket and bound UDP socket of their whole process tree
+`raymlops serve` (with the monitor, as a user runs it, on its default HAProxy ingress) and
+`raymlops cluster up` run as subprocesses; every listening TCP socket and bound UDP socket of their whole process tree
 (found with ``ss -ltnup`` and ``/proc``) must be on 127.0.0.0/8 or ::1.
 """
 
@@ -110,6 +110,11 @@ def test_serve_with_monitor_listens_on_loopback_only(tmp_path: Path) -> None:
         )
         tree = listeners(process_tree({server.pid}))
         assert len(tree) >= 5, f"too few sockets found to be the whole tree: {tree}"
+        # the default ingress: HAProxy on the HTTP port (and its stats page and Prometheus
+        # exporter, which Ray's template binds everywhere unless raymlops's hook ran)
+        haproxy = [s for s in tree if s.process == "haproxy"]
+        assert any(s.port == port for s in haproxy), f"HAProxy serves port {port}: {tree}"
+        assert len(haproxy) >= 3, haproxy
         open_sockets = _open_to_the_network({server.pid})
         assert not open_sockets, "listening beyond loopback:\n" + "\n".join(open_sockets)
         _token_files_are_private(tmp_path / "home")

@@ -29,7 +29,6 @@ def test_a_serve_bound_beyond_loopback_needs_a_key_whatever_serving_host_says() 
     for environ in (
         {"RAY_SERVE_DEFAULT_HTTP_HOST": "0.0.0.0"},
         {"RAY_SERVE_DEFAULT_HTTP_HOST": "10.1.2.3"},
-        {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     ):
         with pytest.raises(ConfigError, match="no API key is set"):
             resolve_api_key(config, environ=environ, running_host="127.0.0.1")
@@ -51,3 +50,19 @@ def test_hosts_and_loopback() -> None:
     loopback = ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2", "[::ffff:127.0.0.1]")
     assert [is_loopback_host(h) for h in loopback] == [True] * len(loopback)
     assert not any(is_loopback_host(h) for h in ("0.0.0.0", "::", "", None, "example.com", "10.0.0.1"))
+
+
+def test_haproxy_default_host_counts_until_serve_runs() -> None:
+    """Under RAY_SERVE_ENABLE_HA_PROXY=1 a Serve started with no host binds every interface
+    (`serve run` builds the app before it starts Serve); a Serve that runs keeps its own host,
+    which HAProxy, the replicas and its fallback proxy bind (tests/e2e/test_network.py)."""
+    config = _config(host="127.0.0.1")
+    haproxy = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    with pytest.raises(ConfigError, match=r"binds 0\.0\.0\.0 .*HAProxy's default"):
+        resolve_api_key(config, environ=haproxy)  # no Ray here: no Serve runs
+    assert resolve_api_key(config, environ=haproxy, running_host="127.0.0.1") is None
+    with pytest.raises(ConfigError, match=r"binds 0\.0\.0\.0"):
+        resolve_api_key(config, environ=haproxy, running_host="0.0.0.0")
+    assert serve_http_hosts("127.0.0.1", environ={"RAY_SERVE_ENABLE_HA_PROXY": "0"}) == [
+        "127.0.0.1"
+    ]

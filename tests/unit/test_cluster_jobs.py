@@ -119,7 +119,8 @@ def test_loopback_stays_loopback_and_wildcards_become_loopback() -> None:
     assert loopback_address("10.1.2.3:9") == "10.1.2.3:9"
 
 
-def test_a_local_ray_refuses_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_up_refuses_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cluster up`'s nodes do not run the loopback hook that keeps HAProxy on 127.0.0.1."""
     from raymlops.errors import UsageError
     from raymlops.runtime import refuse_haproxy
 

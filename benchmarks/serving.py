@@ -67,6 +67,8 @@ _TO = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 #: the preset name of a run on a cluster given by --address: the env it was started with
 CLUSTER = "cluster"
 _NO_HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+#: the preset that serves with the prediction log (and the monitor's feed) off
+NO_LOG = "no-prediction-log"
 PRESETS: dict[str, dict[str, str]] = {
     # what a local Ray started by raymlops runs with (ensure_ray)
     "default": {**LOCAL_RAY_ENV, **HAPROXY_INGRESS_ENV},
@@ -77,6 +79,8 @@ PRESETS: dict[str, dict[str, str]] = {
     "proxy-actor-calls": {**LOCAL_RAY_ENV, **_NO_HAPROXY, "RAY_SERVE_PROXY_USE_GRPC": "0"},
     "direct-ingress": {**_TO, **_NO_HAPROXY, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
     "ray-defaults": dict(_NO_HAPROXY),
+    # the default with serving.prediction_log.enabled: false, to price the log (issue 16: <= 5%)
+    NO_LOG: {**LOCAL_RAY_ENV, **HAPROXY_INGRESS_ENV},
 }
 # (schema, preset) runs per mode; presets are compared on float30, the issue's goal schema
 PLANS = {
@@ -87,6 +91,7 @@ PLANS = {
         ("float30", "serve-proxy"),
         ("float30", "proxy-actor-calls"),
         ("float30", "direct-ingress"),
+        ("float30", NO_LOG),
     ],  # fmt: skip
     "full": [(s, p) for p in PRESETS for s in ("float30", "churn")],
 }
@@ -287,9 +292,12 @@ def summarize(runs: list[dict[str, Any]], mode: str, pairs: int) -> SuiteResult:
             + (f" ({', '.join(wide)})" if wide else "")
             + " (ss -ltnp; measured, not enforced here)."
         )
-    fastest = _fastest_preset(ratios)
+    fastest = _fastest_preset({k: v for k, v in ratios.items() if k[1] != NO_LOG})
     if fastest:
         notes.append(fastest)
+    log_cost = prediction_log_cost(ratios)
+    if log_cost:
+        notes.append(log_cost)
     headline = _headline(ratios, p50)
     return SuiteResult(
         suite="serving", title=f"Serving: raymlops serve vs a hand-written FastAPI server ({mode})",
@@ -327,6 +335,24 @@ def _fastest_preset(ratios: dict[tuple[str, str, int, int], float]) -> str:
             f"cells): **{best}** ({listed}). Presets run one after another, each paired with "
             "its own hand-written cells: compare their ratios, and trust the ranking only when "
             "'others' cores' stayed low.")  # fmt: skip
+
+
+def prediction_log_cost(ratios: dict[tuple[str, str, int, int], float]) -> str:
+    """The prediction log's share of throughput on float30: 1 - ratio(default) / ratio(log
+    off) per cell. Each preset's ratio is against its own paired hand-written cells, so the
+    two are comparable even when the machine's speed drifted between them."""
+    costs = [
+        (conc, rows, 1 - ratios[("float30", "default", conc, rows)] / off)
+        for conc, rows in CELLS
+        if ("float30", "default", conc, rows) in ratios
+        and (off := ratios.get(("float30", NO_LOG, conc, rows)))
+    ]
+    if not costs:
+        return ""
+    cells = ", ".join(f"c{c} {r}-row {cost:+.1%}" for c, r, cost in costs)
+    return (f"The prediction log's cost on float30 (preset default against {NO_LOG}, the "
+            f"share of requests/s it takes; negative: within noise): {cells} (goal: at most "
+            "5%).")  # fmt: skip
 
 
 def _headline(ratios: dict[tuple[str, str, int, int], float], p50: dict) -> str:
@@ -380,6 +406,10 @@ def run_schema(project: dict[str, Any], serve_base: str, spec: dict[str, Any],
     block: dict[str, Any] = {"schema": project["schema"], "cells": [], "replicas": {}}
     with baseline_server(Path(project["version_dir"]), name) as hand:
         config = load_config(project["config"])
+        if spec["preset"] == NO_LOG:
+            log = config.serving.prediction_log.model_copy(update={"enabled": False})
+            serving = config.serving.model_copy(update={"prediction_log": log})
+            config = config.model_copy(update={"serving": serving})
         started = time.perf_counter()
         serve.run(build_application(config), name=app, route_prefix="/")
         wait_ready(serve_base + "/readyz", 180)

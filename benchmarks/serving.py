@@ -54,8 +54,8 @@ from benchmarks.report import (
     ray_nodes,
     require_cores,
 )
+from raymlops.loopback import is_loopback_host
 from raymlops.runtime import HAPROXY_INGRESS_ENV, LOCAL_RAY_ENV
-from raymlops.serving.binding import is_loopback_host
 
 __all__ = ["CELLS", "PRESETS", "run"]
 

@@ -239,7 +239,8 @@ def plan_job(
         ConfigError: the config is missing or invalid.
     """
     from raymlops.config import load_config
-    from raymlops.storage import is_loopback_address, local_storage_warning
+    from raymlops.loopback import is_loopback_address
+    from raymlops.storage import local_storage_warning
 
     if kind not in JOB_KINDS:
         raise JobError(f"unknown job kind {kind!r}: choose one of {', '.join(JOB_KINDS)}")

@@ -10,13 +10,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+from raymlops.loopback import is_loopback_address
 from raymlops.raystart import LOOPBACK_ENV
 
 __all__ = [
@@ -112,7 +112,7 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
             # a cluster on this machine (raymlops cluster up): otherwise Ray turns the loopback
             # GCS address into the machine's outward one, where nothing listens, and the
             # driver retries for ever
-            loopback = _loopback_address(address)
+            loopback = is_loopback_address(address)
             if loopback:
                 os.environ.update(LOOPBACK_ENV)  # for the processes this driver starts
             try:
@@ -125,19 +125,6 @@ def ensure_ray(address: str | None = None, *, quiet: bool = True, jobs: bool = F
                 raise error from None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-
-
-def _loopback_address(address: str) -> bool:
-    """Whether ``address`` (``host:port`` or ``ray://host:port``) names a loopback host."""
-    from urllib.parse import urlparse
-
-    host = urlparse(address if "://" in address else f"tcp://{address}").hostname
-    if host == "localhost":
-        return True
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def init_local_ray(*, environ: dict[str, str] | None = None, **kwargs: Any) -> None:

@@ -25,14 +25,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
 from raymlops.errors import StorageError
 from raymlops.lineage import redact_uri
+from raymlops.loopback import is_loopback_address
 
-__all__ = ["Storage", "is_loopback_address", "local_storage_warning"]
+__all__ = ["Storage", "local_storage_warning"]
 
 _LOCK_POLL_S = 0.05
 #: modes of what raymlops creates in a local storage folder: only the user who runs it reads
@@ -309,20 +309,6 @@ def _s3_client(fs: pafs.FileSystem) -> Any:
     if key not in _S3_CLIENTS:
         _S3_CLIENTS[key] = s3_client_for(fs)
     return _S3_CLIENTS[key]
-
-
-def is_loopback_address(address: str | None) -> bool:
-    """Whether a cluster address (``host:port`` or a URL) is on this machine, so its nodes
-    see this machine's folders.
-
-    Example:
-        >>> is_loopback_address("http://127.0.0.1:8265"), is_loopback_address("10.0.0.9:6379")
-        (True, False)
-    """
-    if not address:
-        return False
-    host = urlsplit(address if "://" in address else f"ray://{address}").hostname or ""
-    return host in {"127.0.0.1", "localhost", "::1"}
 
 
 def local_storage_warning(storage_uri: str, address: str | None) -> str | None:

@@ -7,14 +7,13 @@ its own session).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Listener", "is_loopback", "listeners", "process_tree"]
+__all__ = ["Listener", "listeners", "process_tree"]
 
 _USERS = re.compile(r'\("([^"]*)",pid=(\d+),')
 
@@ -79,17 +78,6 @@ def listeners(pids: set[int]) -> list[Listener]:
             if int(pid) in pids:
                 found.append(Listener(parts[0], host, port, int(pid), process))
     return sorted(set(found), key=str)
-
-
-def is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8 and ::1 (also IPv4-mapped); False for ``*``, 0.0.0.0 and the rest."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 def alive(pid: int) -> bool:

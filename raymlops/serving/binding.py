@@ -16,30 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 
 from raymlops.config import ProjectConfig
 from raymlops.errors import ConfigError
+from raymlops.loopback import is_loopback_host
 
-__all__ = ["is_loopback_host", "resolve_api_key", "serve_http_hosts"]
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Whether binding ``host`` keeps a port on this machine (``0.0.0.0``, ``::`` and names
-    other than ``localhost`` do not)."""
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 (Python < 3.13 calls it not loopback)
-    return ip.is_loopback
+__all__ = ["resolve_api_key", "serve_http_hosts"]
 
 
 def _running_http_host() -> str | None:

@@ -23,11 +23,12 @@ import pytest
 
 from raymlops.config import load_config
 from raymlops.examples import make_churn
+from raymlops.loopback import is_loopback_host
 from raymlops.pipeline import open_registry
 from raymlops.schema import Schema
 from tests.conftest import write_project
 from tests.helpers import register_model, wait_for_condition
-from tests.sockets import is_loopback, listeners, process_tree
+from tests.sockets import listeners, process_tree
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,7 +60,7 @@ def _token_files_are_private(home: Path) -> None:
 
 
 def _open_to_the_network(pids: set[int]) -> list[str]:
-    return [str(s) for s in listeners(process_tree(pids)) if not is_loopback(s.address)]
+    return [str(s) for s in listeners(process_tree(pids)) if not is_loopback_host(s.address)]
 
 
 def test_serve_with_monitor_listens_on_loopback_only(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from raymlops.config import ProjectConfig
 from raymlops.errors import ConfigError
-from raymlops.serving.binding import is_loopback_host, resolve_api_key, serve_http_hosts
+from raymlops.loopback import is_loopback_host
+from raymlops.serving.binding import resolve_api_key, serve_http_hosts
 
 
 def _config(**serving: object) -> ProjectConfig:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from raymlops import runtime
+from raymlops.loopback import is_loopback_address
 from raymlops.raystart import LOOPBACK_ENV
 
 
@@ -23,7 +24,7 @@ from raymlops.raystart import LOOPBACK_ENV
     ],
 )
 def test_loopback_addresses(address: str, loopback: bool) -> None:
-    assert runtime._loopback_address(address) is loopback
+    assert is_loopback_address(address) is loopback
 
 
 @pytest.mark.parametrize(("address", "kept"), [("127.0.0.1:6379", True), ("10.0.0.5:6379", False)])

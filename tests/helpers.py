@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raymlops.config import ColumnSpec
 from raymlops.data.validation import validate_frame
 from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
 from raymlops.registry import Registry
@@ -13,6 +14,22 @@ from raymlops.registry.bundle import VersionBundle
 from raymlops.schema import Schema
 from raymlops.training.metrics import compute_metrics
 from raymlops.training.models import FitOptions, TrialSpec, dump_model, fit_model, predict_scores
+
+#: the churn example's schema (ids, datetimes, nullable categories and floats, ints, bools)
+CHURN_SCHEMA = Schema.from_columns(
+    {
+        "customer_id": ColumnSpec(type="string", role="id"),
+        "signup_date": ColumnSpec(type="datetime", role="timestamp"),
+        "plan": ColumnSpec(type="category", categories=["basic", "pro", "enterprise"]),
+        "region": ColumnSpec(type="category", nullable=True),
+        "tenure_months": ColumnSpec(type="int", min=0, max=600),
+        "monthly_spend": ColumnSpec(type="float", min=0, nullable=True),
+        "support_calls": ColumnSpec(type="int", min=0, max=100),
+        "autopay": ColumnSpec(type="bool"),
+    },
+    target="churned",
+    task="classification",
+)
 
 
 def pandas_stats(frame: pd.DataFrame, schema: Schema) -> dict[str, ColumnStats]:

@@ -15,22 +15,9 @@ from raymlops.examples import make_churn
 from raymlops.features.fit import fit_pipeline, to_numpy
 from raymlops.features.pipeline import FeaturePipeline
 from raymlops.schema import Schema
-from tests.helpers import assert_stats_match, pandas_stats
+from tests.helpers import CHURN_SCHEMA, assert_stats_match, pandas_stats
 
-SCHEMA = Schema.from_columns(
-    {
-        "customer_id": ColumnSpec(type="string", role="id"),
-        "signup_date": ColumnSpec(type="datetime", role="timestamp"),
-        "plan": ColumnSpec(type="category", categories=["basic", "pro", "enterprise"]),
-        "region": ColumnSpec(type="category", nullable=True),
-        "tenure_months": ColumnSpec(type="int", min=0, max=600),
-        "monthly_spend": ColumnSpec(type="float", min=0, nullable=True),
-        "support_calls": ColumnSpec(type="int", min=0, max=100),
-        "autopay": ColumnSpec(type="bool"),
-    },
-    target="churned",
-    task="classification",
-)
+SCHEMA = CHURN_SCHEMA
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from raymlops.data.validation import validate_frame
 from raymlops.examples import make_churn
 from raymlops.features.fit import block_stats, merge_stats
 from raymlops.schema import Schema
+from tests.helpers import CHURN_SCHEMA as SCHEMA
 from tests.helpers import assert_stats_match
-from tests.integration.test_data_on_ray import SCHEMA
 
 TYPED, _ = validate_frame(make_churn(400, seed=5), SCHEMA)
 

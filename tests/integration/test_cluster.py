@@ -26,10 +26,13 @@ import pytest
 
 from raymlops import cluster
 from raymlops.examples import make_churn
+from raymlops.raystart import LOOPBACK_ENV
+from raymlops.runtime import HAPROXY_INGRESS_ENV, LOCAL_RAY_ENV
 from tests.conftest import write_project
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
+SESSION_RAY_ENV = {*LOOPBACK_ENV, *LOCAL_RAY_ENV, *HAPROXY_INGRESS_ENV}
 
 
 @dataclass
@@ -49,8 +52,10 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        # the test session's own Ray sets these; a user's shell would not have them
-        if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))
+        # the test session's own Ray sets these (its token and address, and the settings
+        # ensure_ray gives a local Ray's processes); a user's shell would not have them, and
+        # the commands must set what they need themselves
+        if not k.startswith(("RAY_AUTH", "RAY_ADDRESS")) and k not in SESSION_RAY_ENV
     }
     env.update(RAYMLOPS_HOME=str(home), PYTHONPATH=str(REPO), COLUMNS="200", **extra)
     return env

@@ -307,6 +307,9 @@ class ModelServer:
     ) -> None:
         if self._prediction_log is None:
             return
+        request_ids: list[str | None] = []
+        for rows, request_id in requests:
+            request_ids += [request_id] * len(rows)
         self._prediction_log.offer(
             ServedBatch(
                 # the columns the batch was answered from: a frame is built in the background
@@ -315,7 +318,7 @@ class ModelServer:
                 probabilities=output.probabilities,
                 classes=output.classes,
                 model_version=output.model_version,
-                request_ids=[request_id for rows, request_id in requests for _ in range(len(rows))],
+                request_ids=request_ids,
                 logged_at=dt.datetime.now(dt.timezone.utc),
             )
         )

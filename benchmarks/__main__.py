@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON, table, plot")
     parser.add_argument(
+        "--prediction-log",
+        choices=("on", "off"),
+        default=None,
+        help="serving suite: serve only with the prediction log on, or only off (default: the "
+        "standard and full runs serve both and report the log's cost)",
+    )
+    parser.add_argument(
         "--readme",
         action="store_true",
         help="put each suite's table and plot into README.md's Benchmarks section (make bench)",
@@ -140,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         run: Callable = module.run
         machine = machine_info()  # before the run: the load average says how busy it was
         # a suite that keeps files of its own (the loop's demo project) takes --out too
-        extra = {"out": args.out} if "out" in inspect.signature(run).parameters else {}
+        wanted = {"out": args.out, "prediction_log": args.prediction_log}
+        extra = {k: v for k, v in wanted.items() if k in inspect.signature(run).parameters}
         try:
             result = run(mode, address=args.address, **extra)
         except UsageError as exc:

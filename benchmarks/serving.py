@@ -123,7 +123,9 @@ end
 # -- the parent: models, children, the report ------------------------------------------------------
 
 
-def run(mode: str, address: str | None = None) -> SuiteResult:
+def run(mode: str, address: str | None = None, prediction_log: str | None = None) -> SuiteResult:
+    """The serving suite; ``prediction_log`` "on" or "off" keeps only the runs with the log on
+    (every preset but no-prediction-log) or off (no-prediction-log in the default's place)."""
     if address is not None:
         host = urlparse(address if "://" in address else f"tcp://{address}").hostname
         if not is_loopback_host(host):
@@ -138,6 +140,8 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
     pairs, warmup, duration = TIMING[mode]
     # a running cluster's ingress preset was fixed when it started: both schemas on it as it is
     plan = PLANS[mode] if address is None else [("float30", CLUSTER), ("churn", CLUSTER)]
+    if prediction_log is not None and address is None:
+        plan = log_plan(plan, prediction_log == "on")
     workdir = Path(tempfile.mkdtemp(prefix="raymlops-bench-serving-"))
     try:
         projects = {
@@ -157,7 +161,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
             try:
                 runs.append(_run_child(spec, workdir))
             except RuntimeError as exc:
-                if preset in ("default", CLUSTER):
+                if preset in ("default", CLUSTER) or prediction_log == "off":
                     raise
                 failed.append(f"Preset {preset} did not run: {exc}.")
     finally:
@@ -165,6 +169,14 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
     result = summarize(runs, mode, pairs)
     result.notes.extend(failed)
     return result
+
+
+def log_plan(plan: list[tuple[str, str]], on: bool) -> list[tuple[str, str]]:
+    """``plan`` with the prediction log only on, or only off (``--prediction-log on|off``)."""
+    if on:
+        return [(s, p) for s, p in plan if p != NO_LOG]
+    return list(dict.fromkeys((s, NO_LOG if p == "default" else p) for s, p in plan
+                              if p in ("default", NO_LOG)))  # fmt: skip
 
 
 def prepare(schema: str, workdir: Path) -> dict[str, Any]:
@@ -357,7 +369,8 @@ def prediction_log_cost(ratios: dict[tuple[str, str, int, int], float]) -> str:
 
 def _headline(ratios: dict[tuple[str, str, int, int], float], p50: dict) -> str:
     # the local default preset, or the cluster's own on a run with --address
-    main = CLUSTER if any(p == CLUSTER for _, p, _, _ in ratios) else "default"
+    presets = {p for _, p, _, _ in ratios}
+    main = CLUSTER if CLUSTER in presets else "default" if "default" in presets else NO_LOG
     parts = []
     for schema in ("float30", "churn"):
         if (schema, main, 16, 1) not in ratios:

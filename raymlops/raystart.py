@@ -13,7 +13,9 @@ interface) whatever the node's address; in a raymlops worker it binds 127.0.0.1 
 makes Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``) bind loopback only: Ray 2.60's
 HAProxy config template binds the stats page and the Prometheus exporter to every interface
 (``bind *:`` and ``bind :``) whatever ``http_options.host`` says; in a raymlops worker they bind
-127.0.0.1 (:func:`loopback_haproxy_template`).
+127.0.0.1 (:func:`loopback_haproxy_template`). And while no model replica is up, HAProxy's own
+503 ("no server available") reaches the client as a 503 with ``Retry-After``, like the replicas'
+own overload answer, not as Ray's 500 (:func:`retryable_haproxy_503`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "loopback_haproxy_template",
     "loopback_worker",
     "main",
+    "retryable_haproxy_503",
 ]
 
 #: in the environment of every process of a loopback Ray: Ray's processes that connect to the
@@ -114,9 +117,35 @@ def loopback_haproxy_template(template: str) -> str:
     return patched
 
 
+#: Ray 2.60's template maps HAProxy's own 502, 503 and 504 to one fixed "500 Internal Server
+#: Error" page (``errorfile 503 <dir>/500.http``); its 503 is "no server is available", which
+#: is what a client gets while no ingress replica is up (starting, or all restarting)
+_ERRORFILE_503 = re.compile(r"^(\s*)errorfile 503 \{\{ config\.error_file_path \}\}$", re.MULTILINE)
+#: the body has the shape of the API's own errors (raymlops.serving.api); single quotes: HAProxy
+#: takes the string as it is
+_HTTP_ERROR_503 = (
+    r"\1http-error status 503 content-type application/json string "
+    """'{"error": {"code": 503, "message": "no model replica is up yet; retry shortly", """
+    """"details": []} }' hdr Retry-After 1"""
+)
+
+
+def retryable_haproxy_503(template: str) -> str:
+    """Serve's HAProxy config ``template`` with HAProxy's own 503 (no replica up) answered as
+    503 with ``Retry-After: 1`` and a JSON error body, instead of Ray's fixed 500 page. The
+    502 and 504 (a replica failed or timed out mid-request) stay Ray's 500.
+
+    Example:
+        >>> retryable_haproxy_503("    errorfile 503 {{ config.error_file_path }}")[:38]
+        '    http-error status 503 content-type'
+    """
+    return _ERRORFILE_503.sub(_HTTP_ERROR_503, template)
+
+
 def _patch_haproxy_templates(module: ModuleType) -> None:
     template = getattr(module, _HAPROXY_TEMPLATE)
-    setattr(module, _HAPROXY_TEMPLATE, loopback_haproxy_template(template))
+    template = retryable_haproxy_503(loopback_haproxy_template(template))
+    setattr(module, _HAPROXY_TEMPLATE, template)
     renderer = sys.modules.get(_HAPROXY_RENDERER)
     if renderer is not None and hasattr(renderer, _HAPROXY_TEMPLATE):
         setattr(renderer, _HAPROXY_TEMPLATE, getattr(module, _HAPROXY_TEMPLATE))

@@ -307,6 +307,9 @@ class ModelServer:
     ) -> None:
         if self._prediction_log is None:
             return
+        request_ids: list[str | None] = []
+        for rows, request_id in requests:
+            request_ids += [request_id] * len(rows)
         self._prediction_log.offer(
             ServedBatch(
                 # the columns the batch was answered from: a frame is built in the background
@@ -315,7 +318,7 @@ class ModelServer:
                 probabilities=output.probabilities,
                 classes=output.classes,
                 model_version=output.model_version,
-                request_ids=[request_id for rows, request_id in requests for _ in range(len(rows))],
+                request_ids=request_ids,
                 logged_at=dt.datetime.now(dt.timezone.utc),
             )
         )
@@ -477,6 +480,22 @@ def _replica_capacity(serving: Any) -> int:
     return 2 * admitted_predictions(serving)
 
 
+def _replica_queue(serving: Any) -> int:
+    """Requests that may wait in Serve for one of a replica's slots (``max_queued_requests``).
+
+    Behind HAProxy the replica's own HTTP server queues them (Ray 2.60's direct ingress), and
+    without a bound a flood would queue there without end. The app frees a slot at once for
+    every request beyond what it admits, so the queue drains fast: ten times the slots is
+    reached only by a flood, and then Serve answers 503 with Retry-After itself
+    (:data:`_BACKPRESSURE`, a plain-text body).
+    """
+    return 10 * _replica_capacity(serving)
+
+
+#: how Serve answers beyond :func:`_replica_queue`: like the app's overload answer
+_BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
+
+
 def build_application(config: ProjectConfig, *, alias: str = "champion") -> serve.Application:
     """The Serve application of ``config``: the model deployment with its FastAPI app (and a
     canary deployment behind a handle, when one is configured), bound and ready to run."""
@@ -531,6 +550,8 @@ def build_application(config: ProjectConfig, *, alias: str = "champion") -> serv
             "initial_replicas": max(1, autoscaling["min_replicas"]),
         },
         max_ongoing_requests=_replica_capacity(serving),
+        max_queued_requests=_replica_queue(serving),
+        backpressure_config=_BACKPRESSURE,
         ray_actor_options={"num_cpus": serving.replica_cpus},
         graceful_shutdown_timeout_s=_GRACEFUL_SHUTDOWN_S,
         graceful_shutdown_wait_loop_s=0.5,

@@ -1,7 +1,11 @@
 """The prediction log: every answered batch goes, without blocking the answer, to sinks.
 
 :class:`PredictionLog` puts rows on a bounded queue and a background thread hands them to the
-sinks. When the queue is full the rows are dropped and counted (``dropped_rows``, logged and
+sinks. Serving only appends a reference to the batch's numpy columns (:class:`ServedBatch`);
+every ``tick_s`` the thread takes all that is queued and builds one frame from it, so the
+frame, the Parquet file and the monitor's feed cost the same for a thousand single-row
+requests as for one (a frame per request cost serving 13-39% of its throughput).
+When the queue is full the rows are dropped and counted (``dropped_rows``, logged and
 reported by :meth:`PredictionLog.stats`), never silently lost. The default sink,
 :class:`ParquetSink`, writes Parquet files under ``{storage}/predictions/{name}/date=YYYY-MM-DD/``;
 the monitoring actor is another sink (issue 5).
@@ -18,10 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
+import itertools
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -35,7 +40,15 @@ import pandas as pd
 from raymlops.contract import Columns
 from raymlops.storage import Storage
 
-__all__ = ["LogBatch", "LogStats", "ParquetSink", "PredictionLog", "PredictionSink", "ServedBatch"]
+__all__ = [
+    "LogBatch",
+    "LogStats",
+    "ParquetSink",
+    "PredictionLog",
+    "PredictionSink",
+    "ServedBatch",
+    "merge_batches",
+]
 
 _log = logging.getLogger("raymlops.prediction_log")
 
@@ -239,7 +252,9 @@ class PredictionLog:
     ) -> None:
         self.sinks = sinks
         self.max_queue_rows = max_queue_rows
-        self._queue: queue.Queue[LogBatch] = queue.Queue()
+        # a deque, not a queue.Queue: the hot path appends without waking the thread (which
+        # wakes every tick_s and takes everything at once)
+        self._queue: collections.deque[LogBatch] = collections.deque()
         self._queued = 0
         self._lock = threading.Lock()
         self._offered = self._written = self._dropped = 0
@@ -252,34 +267,47 @@ class PredictionLog:
 
     def offer(self, batch: LogBatch) -> bool:
         """Queue ``batch`` for the sinks; returns False (and counts it) when the queue is full."""
+        rows = batch.rows
         with self._lock:
-            self._offered += batch.rows
-            if self._queued + batch.rows > self.max_queue_rows:
-                self._dropped += batch.rows
+            self._offered += rows
+            if self._queued + rows > self.max_queue_rows:
+                self._dropped += rows
                 dropped = self._dropped
             else:
-                self._queued += batch.rows
-                self._queue.put_nowait(batch)
+                self._queued += rows
+                self._queue.append(batch)
                 return True
-        _log.warning("prediction log full: dropped %d rows (%d in all)", batch.rows, dropped)
+        _log.warning("prediction log full: dropped %d rows (%d in all)", rows, dropped)
         return False
 
     def _drain(self) -> None:
-        while not self._stop.is_set() or not self._queue.empty():
-            try:
-                batch = self._queue.get(timeout=self._tick_s)
-            except queue.Empty:
-                self._flush_sinks()
-                continue
-            frame = batch.to_frame()
+        while True:
+            stopping = self._stop.wait(self._tick_s)
+            with self._lock:
+                batches = list(self._queue)
+                self._queue.clear()
+            if batches:
+                self._write(batches)
+            self._flush_sinks()
+            if stopping:
+                return
+
+    def _write(self, batches: list[LogBatch]) -> None:
+        rows = sum(b.rows for b in batches)
+        try:
+            frame = merge_batches(batches)
+        except Exception:  # a batch that cannot become a frame must not stop the log
+            _log.exception("prediction log: %d rows could not be logged", rows)
+            frame = None
+        if frame is not None:
             for sink in self.sinks:
                 try:
                     sink.write(frame)
                 except Exception:  # a failing sink must not stop the others, nor serving
                     _log.exception("prediction sink %s failed", type(sink).__name__)
-            with self._lock:
-                self._queued -= batch.rows
-                self._written += batch.rows
+        with self._lock:
+            self._queued -= rows
+            self._written += rows
 
     def _flush_sinks(self, *, force: bool = False) -> None:
         for sink in self.sinks:
@@ -321,6 +349,8 @@ class ServedBatch:
         return len(self.records)
 
     def to_frame(self) -> pd.DataFrame:
+        if isinstance(self.records, Columns):
+            return _columns_frame([self])
         answers: dict[str, Any] = {"prediction": self.predictions}
         if self.probabilities is not None and self.classes is not None:
             probabilities = np.asarray(self.probabilities, dtype=np.float64).reshape(self.rows, -1)
@@ -329,14 +359,6 @@ class ServedBatch:
         answers["model_version"] = self.model_version
         answers["request_id"] = self.request_ids
         answers["logged_at"] = pd.Timestamp(self.logged_at)
-        if isinstance(self.records, Columns):
-            # one frame from all the columns at once: adding them one by one cost as much CPU
-            # in a replica's background thread as the batch's prediction
-            inputs = {
-                name: (pd.Series(v).dt.tz_localize("UTC") if v.dtype.kind == "M" else v)
-                for name, v in self.records.data.items()
-            }
-            return pd.DataFrame({**inputs, **answers})
         if isinstance(self.records, pd.DataFrame):
             frame = self.records.reset_index(drop=True).copy(deep=False)
         else:
@@ -344,3 +366,60 @@ class ServedBatch:
         for name, values in answers.items():
             frame[name] = values
         return frame
+
+
+def merge_batches(batches: Sequence[LogBatch]) -> pd.DataFrame:
+    """One frame of the logged rows of ``batches``, in order.
+
+    Runs of served batches with the same input columns and classes are joined column by column
+    in numpy and become one frame; only other batches (records, frames) go through
+    ``to_frame`` one by one.
+    """
+    frames: list[pd.DataFrame] = []
+    for _, run in itertools.groupby(batches, key=_layout):
+        group = list(run)
+        first = group[0]
+        if isinstance(first, ServedBatch) and isinstance(first.records, Columns):
+            frames.append(_columns_frame(group))  # type: ignore[arg-type]
+        else:
+            frames.extend(b.to_frame() for b in group)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _layout(batch: LogBatch) -> tuple[Any, ...] | int:
+    """Batches with the same layout become one frame; others keep their own (by identity)."""
+    if isinstance(batch, ServedBatch) and isinstance(batch.records, Columns):
+        classes = None if batch.probabilities is None or batch.classes is None else batch.classes
+        return (tuple(batch.records.data), None if classes is None else tuple(classes))
+    return id(batch)
+
+
+def _columns_frame(group: list[ServedBatch]) -> pd.DataFrame:
+    first = group[0]
+    counts = [b.rows for b in group]
+    inputs: dict[str, Any] = {}
+    for name in first.records.data:  # type: ignore[union-attr]
+        values = np.concatenate([b.records.data[name] for b in group])  # type: ignore[union-attr]
+        inputs[name] = (
+            pd.DatetimeIndex(values).tz_localize("UTC") if values.dtype.kind == "M" else values
+        )
+    answers: dict[str, Any] = {
+        "prediction": list(itertools.chain.from_iterable(b.predictions for b in group))
+    }
+    if first.probabilities is not None and first.classes is not None:
+        probabilities = np.asarray(
+            list(itertools.chain.from_iterable(b.probabilities for b in group)),  # type: ignore[arg-type]
+            dtype=np.float64,
+        ).reshape(sum(counts), -1)
+        for i, label in enumerate(first.classes):
+            answers[f"probability_{label}"] = probabilities[:, i]
+    answers["model_version"] = np.repeat(
+        np.array([b.model_version for b in group], dtype=object), counts
+    )
+    answers["request_id"] = list(itertools.chain.from_iterable(b.request_ids for b in group))
+    logged = pd.DatetimeIndex([pd.Timestamp(b.logged_at) for b in group])
+    logged = logged.tz_localize("UTC") if logged.tz is None else logged.tz_convert("UTC")
+    answers["logged_at"] = logged.repeat(counts)
+    # one frame from all the columns at once: adding them one by one cost as much CPU as the
+    # batch's prediction
+    return pd.DataFrame({**inputs, **answers})

@@ -32,3 +32,19 @@ def test_no_log_off_cell_no_note() -> None:
 def test_the_standard_and_full_runs_price_the_log(mode: str) -> None:
     assert ("float30", NO_LOG) in PLANS[mode]
     assert ("float30", NO_LOG) not in PLANS["quick"]  # CI's quick run stays short
+
+
+def test_the_prediction_log_switch_keeps_the_runs_with_the_log_on_or_off() -> None:
+    from benchmarks.__main__ import parse_args
+    from benchmarks.serving import log_plan
+
+    standard = PLANS["standard"]
+    on = log_plan(standard, on=True)
+    assert NO_LOG not in {p for _, p in on}
+    assert ("float30", "default") in on
+    assert ("float30", "serve-proxy") in on, "the other presets serve with the log on"
+    assert log_plan(standard, on=False) == [("float30", NO_LOG), ("churn", NO_LOG)]
+    assert log_plan(PLANS["quick"], on=False) == [("float30", NO_LOG), ("churn", NO_LOG)]
+    assert parse_args(["--suite", "serving", "--prediction-log", "off"]).prediction_log == "off"
+    with pytest.raises(SystemExit):
+        parse_args(["--prediction-log", "maybe"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 from raymlops.raystart import loopback_haproxy_template
 from raymlops.runtime import haproxy_folder, haproxy_installed, haproxy_ray_env
+from tests.helpers import wait_for_condition
 
 REPO = Path(__file__).parents[2]
 
@@ -47,22 +49,33 @@ print("RESULT " + json.dumps({
     "serve_imported_by_hook": serve_imported,
     "binds": [l.strip() for l in text.splitlines() if l.strip().startswith("bind ")],
     "check": check.returncode, "check_output": check.stdout + check.stderr,
+    "config": text, "binary": haproxy.get_haproxy_binary(),
 }))
 """
 
 
-@pytest.mark.skipif(not haproxy_installed(), reason="no HAProxy binary (ray[serve] on Linux has one)")
-def test_rays_haproxy_config_binds_loopback_only_after_the_worker_hook() -> None:
-    """Ray's real template, rendered by Ray's real code after the hook: every listener on
-    127.0.0.1, and HAProxy accepts the config. Fails when a Ray upgrade changes the template
-    so that the rewrite no longer applies (or the hook no longer reaches it)."""
+_NO_HAPROXY = "no HAProxy binary (ray[serve] on Linux has one)"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    """Ray's real template, rendered by Ray's real code in a fresh worker after the hook."""
+    if not haproxy_installed():
+        pytest.skip(_NO_HAPROXY)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", _WORKER], capture_output=True, text=True, env=env, timeout=120
     )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line is not None, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(line.split(" ", 1)[1])
+    return json.loads(line.split(" ", 1)[1])
+
+
+def test_rays_haproxy_config_binds_loopback_only_after_the_worker_hook(rendered: dict) -> None:
+    """Ray's real template, rendered by Ray's real code after the hook: every listener on
+    127.0.0.1, and HAProxy accepts the config. Fails when a Ray upgrade changes the template
+    so that the rewrite no longer applies (or the hook no longer reaches it)."""
+    result = rendered
     assert not result["serve_imported_by_hook"], "the hook must not import Serve in every worker"
     assert result["check"] == 0, result["check_output"]
     binds = result["binds"]
@@ -132,3 +145,45 @@ def test_the_default_folder_keeps_haproxys_socket_paths_short(
     folder = haproxy_folder()
     assert folder == f"/tmp/raymlops-hap-{os.getuid()}"
     assert len(f"{folder}/{'0' * 56}/metrics.sock") <= 97
+
+
+def test_haproxy_answers_503_with_retry_after_while_no_replica_is_up(
+    rendered: dict, tmp_path: Path
+) -> None:
+    """Ray 2.60's template turns HAProxy's own 503 (no server: no ingress replica is up) into
+    a fixed 500 page; after the hook it is a 503 with Retry-After and the API's error body.
+    Real HAProxy, with the global and defaults sections Ray rendered, in front of a backend
+    with no server (what Ray's backend holds before its first replica is up)."""
+    import httpx
+
+    config = rendered["config"]
+    assert "errorfile 503" not in config, "Ray's 500 page for HAProxy's own 503 is replaced"
+    assert "errorfile 502" in config, "a replica failing mid-request stays Ray's 500"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    head = config[: config.index("\nfrontend ")]
+    (tmp_path / "probe.cfg").write_text(
+        f"{head}\nfrontend probe\n    bind 127.0.0.1:{port}\n    default_backend empty\n"
+        "backend empty\n",
+        encoding="utf-8",
+    )
+    server = subprocess.Popen(
+        [rendered["binary"], "-db", "-f", str(tmp_path / "probe.cfg")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        def answer() -> httpx.Response | None:
+            assert server.poll() is None, server.communicate()[0][-2000:]
+            try:
+                return httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", timeout=5)
+            except httpx.TransportError:
+                return None  # not listening yet
+
+        response = wait_for_condition(answer, timeout_s=20, message="HAProxy listening")
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == 503
+    finally:
+        server.terminate()
+        server.wait(10)

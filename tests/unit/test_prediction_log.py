@@ -10,8 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from raymlops.config import PredictionLogConfig
-from raymlops.serving.prediction_log import ParquetSink, PredictionLog, ServedBatch
+from raymlops.serving.prediction_log import (
+    ParquetSink,
+    PredictionLog,
+    ServedBatch,
+    merge_batches,
+)
 from raymlops.storage import Storage
+from tests.helpers import wait_for_condition
 
 
 def batch(rows: int, version: str = "v1") -> ServedBatch:
@@ -136,8 +142,10 @@ def test_rows_given_up_after_the_retries_are_counted_as_dropped(tmp_path: Path) 
     storage = _FlakyStorage(tmp_path, failures=10**6)
     waits: list[float] = []
     sink = ParquetSink(storage, "churn", flush_rows=4, retries=2, sleep=waits.append)  # type: ignore[arg-type]
-    log = PredictionLog([sink])
+    log = PredictionLog([sink], tick_s=0.05)
     log.offer(batch(4))
+    # the log hands over what is queued at each tick in one frame: two flushes need two ticks
+    wait_for_condition(lambda: log.stats().written_rows == 4, timeout_s=10, message="a write")
     log.offer(batch(4))
     stats = log.close()
     assert waits == [0.5, 1.0, 0.5, 1.0], "exponential back-off between the tries"
@@ -171,8 +179,15 @@ def test_columns_from_serving_become_a_frame_in_the_background() -> None:
         },
         "digest",
     )
-    served = ServedBatch(columns, ["yes", "no"], None, None, "v1", ["a", "b"],
-                         dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    served = ServedBatch(
+        columns,
+        ["yes", "no"],
+        None,
+        None,
+        "v1",
+        ["a", "b"],
+        dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc),
+    )
     frame = served.to_frame()
     assert frame["x"].isna().tolist() == [False, True]
     assert frame["plan"].tolist() == ["pro", None]
@@ -214,3 +229,76 @@ def test_id_columns_are_left_out_of_the_log_with_log_ids_false(tmp_path: Path) -
         assert ("customer_id" in written.columns) is expected, list(written.columns)
         assert len(written) == 4
         assert "x" in written.columns
+
+
+def _served(
+    rows: int, start: int, version: str = "v1", classes: tuple = ("no", "yes")
+) -> ServedBatch:
+    import numpy as np
+
+    from raymlops.contract import Columns
+
+    x = np.arange(start, start + rows, dtype=np.float64)
+    columns = Columns(
+        rows,
+        {
+            "x": x,
+            "plan": np.array(["pro" if i % 2 else None for i in range(rows)], dtype=object),
+            "at": np.array(["2024-01-02T03:04:05"] * rows, dtype="datetime64[ns]"),
+        },
+        "digest",
+    )
+    return ServedBatch(
+        columns,
+        [classes[i % 2] for i in range(rows)],
+        [[0.25, 0.75]] * rows,
+        list(classes),
+        version,
+        [f"r{start}"] * rows,
+        dt.datetime(2026, 1, 2, 0, 0, start, tzinfo=dt.timezone.utc),
+    )
+
+
+def test_batches_queued_together_become_one_frame_equal_to_theirs_one_by_one() -> None:
+    """The background thread joins a tick's batches column by column: the same rows, values,
+    dtypes and order as a frame per batch, also across a swap to a version with other classes
+    and next to batches of records."""
+    batches = [
+        _served(1, 0),
+        _served(3, 1),
+        _served(2, 4, "v2"),
+        batch(2),
+        _served(2, 6, classes=("a", "b")),
+    ]
+    merged = merge_batches(batches)
+    expected = pd.concat([b.to_frame() for b in batches], ignore_index=True)
+    pd.testing.assert_frame_equal(merged, expected)
+    assert merged["x"].iloc[:6].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert merged["request_id"].iloc[:4].tolist() == ["r0", "r1", "r1", "r1"]
+    assert merged["model_version"].iloc[:6].tolist() == ["v1"] * 4 + ["v2"] * 2
+    assert str(merged["logged_at"].dt.tz) == "UTC"
+    assert str(merged["at"].dt.tz) == "UTC"
+    assert merged["logged_at"].iloc[:4].dt.second.tolist() == [0, 1, 1, 1]
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.frames: list[pd.DataFrame] = []
+
+    def write(self, rows: pd.DataFrame) -> None:
+        self.frames.append(rows)
+
+    def flush(self, *, force: bool = False) -> None:
+        pass
+
+
+def test_the_sinks_get_one_frame_per_tick_not_one_per_request() -> None:
+    sink = _CountingSink()
+    log = PredictionLog([sink], tick_s=60)  # no tick before close: everything queued waits
+    for i in range(200):
+        assert log.offer(_served(1, i % 50))
+    assert log.stats().queued_rows == 200
+    assert sink.frames == []
+    stats = log.close()
+    assert (stats.written_rows, stats.queued_rows) == (200, 0)
+    assert [len(f) for f in sink.frames] == [200]

@@ -54,6 +54,29 @@ def test_a_replica_admits_five_times_max_ongoing_requests() -> None:
     assert admitted_predictions(ServingConfig()) == 5 * ServingConfig().max_ongoing_requests
 
 
+def test_serve_bounds_the_queue_in_front_of_a_replica_and_answers_503_beyond() -> None:
+    """Behind HAProxy a replica's own HTTP server queues what exceeds its slots: bounded, and
+    beyond it Serve answers like the app (503, Retry-After: 1). Serve accepts the options."""
+    from ray import serve
+
+    from raymlops.serving.app import _BACKPRESSURE, _replica_capacity, _replica_queue
+
+    serving = ServingConfig(max_ongoing_requests=1)
+    assert (_replica_capacity(serving), _replica_queue(serving)) == (10, 100)
+
+    class Replica:
+        pass
+
+    deployment = serve.deployment(
+        max_ongoing_requests=_replica_capacity(serving),
+        max_queued_requests=_replica_queue(serving),
+        backpressure_config=_BACKPRESSURE,
+    )(Replica)
+    assert deployment.max_queued_requests == 100
+    assert deployment.backpressure_config.status_code == 503
+    assert deployment.backpressure_config.retry_after_s == 1
+
+
 def test_autoscaling_options_pass_only_what_is_set_and_serve_accepts_them() -> None:
     from ray.serve.config import AutoscalingConfig as ServeAutoscaling
 

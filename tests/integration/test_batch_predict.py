@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymlops.config import ProjectConfig, load_config
-from raymlops.errors import DataValidationError
+from raymlops.errors import DataValidationError, IntegrityError
 from raymlops.predictor import load_predictor
 from raymlops.registry import Registry
 from raymlops.schema import Schema
@@ -32,9 +32,7 @@ def _frame(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
-    root = tmp_path_factory.mktemp("batch")
+def _project(root: Path) -> ProjectConfig:
     (root / "raymlops.yaml").write_text(
         f"name: numbers\nstorage: {root / 'store'}\ndata:\n  source: {root / 'train.parquet'}\n"
         "  target: y\n  columns:\n"
@@ -48,6 +46,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
     registry = Registry(Storage.from_uri(config.storage), config.name)
     registry.promote(register_model(registry, train, Schema.from_config(config)))
     return config
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    return _project(tmp_path_factory.mktemp("batch"))
 
 
 @pytest.fixture
@@ -99,4 +102,16 @@ def test_a_bad_cell_in_a_later_piece_names_its_input_row_and_writes_nothing(
         "column 'n': out of range in 1 row(s) (expected int in [0, 9]); first: row 1000: 12"
         in message
     )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tampered_model_is_refused_by_name_not_as_a_task_traceback(tmp_path: Path) -> None:
+    """The tasks load the version (sha256 first): the driver raises their IntegrityError."""
+    config = _project(tmp_path)
+    [model] = (Path(config.storage) / "models" / "numbers" / "versions" / "v1").glob("model.*")
+    model.write_bytes(model.read_bytes() + b"x")
+    _write(_frame(50, 4), tmp_path / "rows.parquet")
+    with pytest.raises(IntegrityError, match="does not match its sha256") as refused:
+        batch.batch_predict(config, str(tmp_path / "rows.parquet"), str(tmp_path / "out"))
+    assert type(refused.value) is IntegrityError
     assert not (tmp_path / "out").exists()

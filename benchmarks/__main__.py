@@ -28,6 +28,7 @@ SUITES = {
     "serving": ("benchmarks.serving", "raymlops serve vs a hand-written FastAPI server"),
     "train": ("benchmarks.train", "Ray training vs pandas + xgboost / scikit-learn"),
     "data": ("benchmarks.data", "Ray Data validation and features vs pandas"),
+    "predict": ("benchmarks.predict", "raymlops predict vs a pandas + xgboost script"),
     "drift": ("benchmarks.drift", "raymlops drift vs one Evidently DataDriftPreset run"),
     "tune": ("benchmarks.tune", "Tune search vs the same trials in a process pool"),
     "loop": ("benchmarks.loop", "the demo loop's stage times against their goals"),

@@ -762,7 +762,7 @@ def predict_command(
     address: AddressOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Batch inference with Ray Data and an actor pool holding the model; Parquet out."""
+    """Batch inference in Ray tasks (read, validate, predict each piece); Parquet out."""
     from raymlops.runtime import ensure_ray
     from raymlops.serving.batch import batch_predict
 

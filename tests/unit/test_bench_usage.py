@@ -24,7 +24,7 @@ def test_unknown_suite_exits_2_naming_the_choices(
 ) -> None:
     code, err = run_main(["--suite", "servng", "--out", str(tmp_path / "out")], capsys)
     assert code == 2
-    assert "unknown suite 'servng': choose one of serving, train, data, drift, tune, loop, all" in err
+    assert "unknown suite 'servng': choose one of serving, train, data, predict, drift, tune, loop, all" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -70,6 +70,7 @@ def test_missing_wrk_exits_2_with_the_install_command(
     [
         ("tune", "the tune suite (2 trials at a time, 1 CPU each)"),
         ("data", "the data suite (Ray's tasks next to the driver)"),
+        ("predict", "the predict suite (Ray's tasks next to the driver)"),
         ("serving", "the serving suite (wrk, the server and Ray share the cores)"),
     ],
 )

@@ -378,13 +378,19 @@ def _clean(series: pd.Series, kind: Kind, name: str, side: str) -> Any:
     ``value_counts`` drops (dropping them here first would cost a second pass over strings).
     """
     if kind == "num":
-        try:
-            array = pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"column {name!r} in the {side} data must hold numbers: {exc}"
-            ) from None
-        return array[np.isfinite(array)]
+        if series.dtype.kind in "biuf":  # plain numpy numbers: no null mask to fill, no copy
+            array = np.asarray(series.to_numpy(), dtype="float64")
+        else:
+            try:
+                array = pd.to_numeric(series, errors="raise").to_numpy(
+                    dtype="float64", na_value=np.nan
+                )
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"column {name!r} in the {side} data must hold numbers: {exc}"
+                ) from None
+        finite = np.isfinite(array)
+        return array if finite.all() else array[finite]
     if series.dtype.kind == "f":
         return series[np.isfinite(series.to_numpy())]
     return series
@@ -496,25 +502,36 @@ def _ks_statistic(distinct: np.ndarray, counts: np.ndarray, values: np.ndarray) 
 def _wasserstein(ref_sorted: np.ndarray, values: np.ndarray) -> float:
     """``scipy.stats.wasserstein_distance``, with one sort of the window and no merge.
 
-    W1 is the area between the two quantile functions, ``integral_0^1 |Q_a(p) - Q_b(p)| dp``.
-    Cut [0, 1] into the ``n`` slots of the larger sample ``a``; in each slot ``Q_a`` is one
-    value and ``Q_b`` steps at most once (``b`` has no more than ``n`` values), so every slot
-    is one or two products. Integer slot arithmetic keeps it exact, and no ``searchsorted``
-    or merge of the two samples is needed.
+    W1 is the area between the two quantile functions, ``integral_0^1 |Q_a(p) - Q_b(p)| dp``,
+    ``a`` the larger sample (n values), ``b`` the smaller (m). In units of ``1 / (n m)`` a's
+    value ``i`` holds ``[i m, (i + 1) m)`` and b's value ``k`` holds ``[k n, (k + 1) n)``, so
+    b's slot ``k`` covers a run of a's values: a partial one at each end and whole ones
+    between. Over the whole ones ``sum |a_i - b_k|`` comes from prefix sums of ``a`` split
+    where ``a`` crosses ``b_k`` (one ``searchsorted``), so the cost is one sort and one
+    cumulative sum of the window plus O(m) work, with no temporaries of the window's length
+    beyond those two.
     """
     current = np.sort(values)
     a, b = (current, ref_sorted) if len(current) >= len(ref_sorted) else (ref_sorted, current)
     n, m = len(a), len(b)
-    j = np.arange(n, dtype="int64")
-    first = (j * m) // n  # b's index at the start of slot j
-    last = ((j + 1) * m - 1) // n  # ... and at its end
-    # Where b steps inside slot j, the step is at p = (first + 1) / m; weights in units 1/(n m).
-    split = (first + 1) * n - j * m
-    head = np.where(last == first, m, split)
-    tail = m - head
-    total = np.abs(a - b[first]) * head
-    steps = tail > 0
-    total[steps] += np.abs(a[steps] - b[last[steps]]) * tail[steps]
+    # Shifting both samples leaves W1 unchanged and keeps the prefix sums small, so their
+    # differences lose no precision on data far from zero (prices, timestamps).
+    center = b[m // 2]
+    prefix = np.empty(n + 1)
+    prefix[0] = 0.0
+    np.cumsum(a - center, out=prefix[1:])
+    k = np.arange(m, dtype="int64")
+    lo, hi = k * n, (k + 1) * n
+    first, last = lo // m, (hi - 1) // m  # a's values under each end of b's slot k
+    shifted = b - center
+    head = np.minimum((first + 1) * m, hi) - lo
+    tail = np.where(last > first, hi - last * m, 0)
+    total = np.abs(a[first] - b) * head + np.abs(a[last] - b) * tail
+    start, stop = first + 1, np.maximum(last, first + 1)  # whole values: a[start:stop]
+    cross = np.clip(np.searchsorted(a, b, side="left"), start, stop)
+    below = shifted * (cross - start) - (prefix[cross] - prefix[start])
+    above = (prefix[stop] - prefix[cross]) - shifted * (stop - cross)
+    total += (below + above) * m
     return float(total.sum() / (n * m))
 
 

@@ -19,12 +19,14 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from raymlops.monitoring.drift import (
     ColumnDrift,
     DriftResult,
     ReferenceProfile,
+    column_drift,
     compute_drift,
     select_columns,
 )
@@ -53,7 +55,9 @@ def parallel_drift(
     Args:
         profile: the reference profile, or an ObjectRef to it: put it once per model version
             (``ray.put(profile)``) and pass the ref, so windows do not ship it again.
-        current: the window: a pandas DataFrame (each task receives only its columns), an
+        current: the window: a pandas DataFrame (each task receives only its columns, numpy
+            ones without a copy beyond the object store's; string columns are checked in this
+            process while the tasks run, since pickling them costs more than checking them), an
             ObjectRef to one, or a ``ray.data.Dataset`` (its blocks stay in the object store;
             each task reads its columns from them).
         drift_share: dataset drift when this share of the columns drifts.
@@ -72,16 +76,22 @@ def parallel_drift(
     else:
         profile_ref, local = ray.put(profile), profile
     names, rows, frames = _window(local, current, columns)
-    plan = _plan(local, names, groups or _cpus())
     task = _remote_group_drift()
-    pending = []
-    for group in plan:
-        if isinstance(current, pd.DataFrame):
-            # One object per group: a task fetches its own columns, not the whole window.
-            pending.append(task.remote(profile_ref, group, ray.put(current[group])))
-        else:
+    pending, here = [], []
+    if isinstance(current, pd.DataFrame):
+        here = [n for n in names if _held_here(current[n])]
+        shipped = [n for n in names if n not in set(here)]
+        for group in _plan(local, shipped, groups or _cpus()):
+            # One object per group, numpy arrays as they are: one copy into the object store,
+            # read in place by the task, no DataFrame built on either side.
+            arrays = {n: _as_array(current[n]) for n in group}
+            pending.append(task.remote(profile_ref, group, ray.put(arrays)))
+    else:
+        for group in _plan(local, names, groups or _cpus()):
             pending.append(task.remote(profile_ref, group, *frames))
-    verdicts: dict[str, ColumnDrift] = {}
+    # Columns of Python objects (strings) cost more to pickle than to count: they are checked
+    # here, while the tasks run.
+    verdicts = {n: column_drift(local.profiles[n], current[n]) for n in here}
     for part in ray.get(pending):
         verdicts.update({c.column: c for c in part})
     return DriftResult(
@@ -135,11 +145,33 @@ def _cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def _group_drift(profile: ReferenceProfile, group: list[str], *frames: pd.DataFrame) -> list[ColumnDrift]:
-    """One task: the verdicts of ``group`` over the window's rows (one frame or many blocks)."""
+def _held_here(column: pd.Series) -> bool:
+    """Whether a column is checked in the caller: one of Python objects (strings), which the
+    object store can only take pickled element by element."""
+    return column.dtype == object or isinstance(column.dtype, pd.StringDtype)
+
+
+def _as_array(column: pd.Series) -> Any:
+    """A plain numpy column as its array (no copy: Ray stores the buffer as it is and a task
+    maps it read-only); any other kind (categorical, nullable) as the Series itself."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+        return column.to_numpy()
+    return column
+
+
+def _group_drift(profile: ReferenceProfile, group: list[str], *frames: Any) -> list[ColumnDrift]:
+    """One task: the verdicts of ``group`` over the window's rows: a mapping of column arrays
+    (a DataFrame window), one frame (an ObjectRef) or the blocks of a Dataset."""
+    if len(frames) == 1 and isinstance(frames[0], dict):
+        columns = frames[0]
+        return [column_drift(profile.profiles[n], _series(columns[n])) for n in group]
     blocks = [f[group] for f in frames]
     window = blocks[0] if len(blocks) == 1 else pd.concat(blocks, ignore_index=True)
     return list(compute_drift(profile, window, drift_share=1.0, columns=group).columns)
+
+
+def _series(column: Any) -> pd.Series:
+    return column if isinstance(column, pd.Series) else pd.Series(column, copy=False)
 
 
 @functools.cache

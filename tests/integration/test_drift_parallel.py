@@ -56,3 +56,24 @@ def test_missing_column_is_named_before_any_task() -> None:
 
     with pytest.raises(ValueError, match="'plan' is missing"):
         parallel_drift(profile, current, drift_share=0.5)
+
+
+def test_dataframe_columns_of_every_kind_give_compute_drift_verdicts() -> None:
+    """float32, categorical and nullable-int columns go to the tasks (arrays or Series), string
+    ones are checked in the caller: the verdicts are still exactly compute_drift's."""
+    import numpy as np
+    import pandas as pd
+
+    schema = known_schema()
+    profile = ReferenceProfile.build(known_drift(2000, seed=0, drift=False), schema)
+    current = known_drift(3000, seed=3, drift=True)
+    current["shifted"] = current["shifted"].astype("float32")
+    current["region"] = current["region"].astype("category")
+    current["count"] = current["count"].astype("Int64")
+    current.loc[::7, "count"] = pd.NA
+    current.loc[::11, "steady"] = np.inf  # infinities count as missing on both paths
+
+    on_ray = parallel_drift(profile, current, drift_share=0.5, groups=2)
+
+    assert on_ray == compute_drift(profile, current, drift_share=0.5)
+    assert "shifted" in on_ray.drifted_columns

@@ -307,9 +307,6 @@ class ModelServer:
     ) -> None:
         if self._prediction_log is None:
             return
-        request_ids: list[str | None] = []
-        for rows, request_id in requests:
-            request_ids += [request_id] * len(rows)
         self._prediction_log.offer(
             ServedBatch(
                 # the columns the batch was answered from: a frame is built in the background
@@ -318,8 +315,9 @@ class ModelServer:
                 probabilities=output.probabilities,
                 classes=output.classes,
                 model_version=output.model_version,
-                request_ids=request_ids,
+                request_ids=[request_id for _, request_id in requests],
                 logged_at=dt.datetime.now(dt.timezone.utc),
+                request_rows=[len(rows) for rows, _ in requests],
             )
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -270,9 +271,16 @@ def test_batches_queued_together_become_one_frame_equal_to_theirs_one_by_one() -
         batch(2),
         _served(2, 6, classes=("a", "b")),
     ]
+    # serving names each request once, with its rows: requests "a" (2 rows) and "b" (1 row)
+    by_request = dataclasses.replace(
+        _served(3, 8), request_ids=["a", "b"], request_rows=[2, 1]
+    )
+    batches.append(by_request)
     merged = merge_batches(batches)
     expected = pd.concat([b.to_frame() for b in batches], ignore_index=True)
     pd.testing.assert_frame_equal(merged, expected)
+    assert merged["request_id"].iloc[-3:].tolist() == ["a", "a", "b"]
+    assert by_request.to_frame()["request_id"].tolist() == ["a", "a", "b"]
     assert merged["x"].iloc[:6].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert merged["request_id"].iloc[:4].tolist() == ["r0", "r1", "r1", "r1"]
     assert merged["model_version"].iloc[:6].tolist() == ["v1"] * 4 + ["v2"] * 2

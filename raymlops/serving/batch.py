@@ -104,7 +104,11 @@ def _write_piece(table: pa.Table, offset: int, filesystem: Any, path: str) -> in
     # the piece's local row numbers become the input's (1-based, as in every message)
     index = table.schema.get_field_index(ROW)
     rows = pc.add(table.column(index), pa.scalar(offset, pa.int64()))
-    pq.write_table(table.set_column(index, ROW, rows), path, filesystem=filesystem)
+    table = table.set_column(index, ROW, rows)
+    # dictionary pages only where values repeat (labels, the version): floats are rarely equal,
+    # and building their dictionary before giving up on it doubled the time of a write
+    repeating = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(table, path, filesystem=filesystem, use_dictionary=repeating)
     return table.num_rows
 
 

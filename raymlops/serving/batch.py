@@ -184,9 +184,10 @@ def batch_predict(
     unreadable = [p for r in reports for p in r.problems if p.startswith("cannot read ")]
     if unreadable:
         raise DataValidationError(unreadable[0])
-    offsets = [0]
-    for report in reports[:-1]:
-        offsets.append(offsets[-1] + report.rows)
+    offsets, before = [], 0  # rows of the input before each piece
+    for report in reports:
+        offsets.append(before)
+        before += report.rows
     merged = ValidationReport.merge(
         shift_report(report, offset) for report, offset in zip(reports, offsets, strict=True)
     )

@@ -115,3 +115,12 @@ def test_a_tampered_model_is_refused_by_name_not_as_a_task_traceback(tmp_path: P
         batch.batch_predict(config, str(tmp_path / "rows.parquet"), str(tmp_path / "out"))
     assert type(refused.value) is IntegrityError
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_without_rows_is_refused_and_nothing_is_written(
+    project: ProjectConfig, tmp_path: Path
+) -> None:
+    _write(_frame(0, 5), tmp_path / "empty.parquet")
+    with pytest.raises(DataValidationError, match="no data rows"):
+        batch.batch_predict(project, str(tmp_path / "empty.parquet"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -145,12 +145,17 @@ def evidently_columns(frame: pd.DataFrame, budget_cells: int) -> list[str]:
 class WorkerMemory:
     """The peak of the summed resident memory of this process's Ray workers (``ray::*``
     processes under the local Ray it started; other Rays on the machine do not count) while
-    the block runs, and the sum just before it. 0 on a cluster joined with --address."""
+    the block runs, and the sum just before it. 0 on a cluster joined with --address.
+
+    Also ``cpu_s``: the CPU seconds this process and every process of its local Ray (workers,
+    raylet with the object store, GCS) used during the block. On a shared machine the wall time
+    stretches with the others' load; the CPU seconds hardly do, and divided by the cores they
+    bound what the block takes on the same machine idle."""
 
     def __init__(self, every_s: float = 0.05) -> None:
         import threading
 
-        self.every_s, self.before, self.peak = every_s, 0, 0
+        self.every_s, self.before, self.peak, self.cpu_s = every_s, 0, 0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -161,12 +166,19 @@ class WorkerMemory:
         workers = descendants(os.getpid()).values()
         return sum(p.rss_bytes for p in workers if p.cmdline.startswith(b"ray::"))
 
+    @staticmethod
+    def cpu() -> float:
+        from benchmarks.report import descendants
+
+        return time.process_time() + sum(p.cpu_s for p in descendants(os.getpid()).values())
+
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             self.peak = max(self.peak, self.total())
 
     def __enter__(self) -> WorkerMemory:
         self.before = self.peak = self.total()
+        self._cpu_before = self.cpu()
         self._thread.start()
         return self
 
@@ -174,6 +186,7 @@ class WorkerMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.total())
+        self.cpu_s = self.cpu() - self._cpu_before
 
 
 def measure(
@@ -213,12 +226,13 @@ def measure(
     ensure_ray(address)
     nodes = ray_nodes()
     profile_ref = ray.put(profile)
-    times = []
+    times, cpu = [], []
     for _ in range(2):
         with WorkerMemory() as workers:
             started = time.perf_counter()
             result = parallel_drift(profile_ref, current, drift_share=0.5)
             times.append(time.perf_counter() - started)
+        cpu.append(workers.cpu_s)
     ray.shutdown()
 
     agree = [c.column for c in result.columns if c.column in theirs
@@ -235,6 +249,8 @@ def measure(
         "workers_before_mib": round(workers.before / 2**20, 1),
         "parallel_first_s": times[0],
         "parallel_next_s": times[1],
+        "parallel_next_cpu_s": cpu[1],
+        "cores": os.cpu_count(),
         "single_process_s": single_s,
         "profile_s": profile_s,
         "agreement": len(agree) / max(len(compared), 1),
@@ -304,6 +320,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
             Figure(cell, "baseline", "Evidently DataDriftPreset", "seconds", p["evidently_s"], "s", size),
             Figure(cell, "raymlops", "parallel_drift, next call", "seconds", p["parallel_next_s"], "s", size),
             Figure(cell, "raymlops", "compute_drift, one process", "seconds", p["single_process_s"], "s", size),
+            Figure(cell, "raymlops", "parallel_drift, next call", "cpu_seconds", p["parallel_next_cpu_s"], "s", size),
             Figure(cell, "baseline", "Evidently DataDriftPreset", "peak_memory", ev_mib, "MiB", size),
             Figure(cell, "raymlops", "compute_drift, one process", "peak_memory", rm_mib, "MiB", size),
         ]  # fmt: skip
@@ -324,6 +341,8 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                 f" (estimated from {p['evidently_columns']} columns)" if estimated else ""),
             "parallel_drift first s": f"{p['parallel_first_s']:.2f}",
             "parallel_drift next s": f"{p['parallel_next_s']:.2f}",
+            "parallel_drift next CPU s (/ cores)":
+                f"{p['parallel_next_cpu_s']:.1f} ({p['parallel_next_cpu_s'] / p['cores']:.1f})",
             "compute_drift s": f"{p['single_process_s']:.2f}",
             "x faster (first call)": f"**{p['evidently_s'] / p['parallel_first_s']:.1f}x**",
             "x faster (next call)": f"{p['evidently_s'] / p['parallel_next_s']:.1f}x",
@@ -353,6 +372,8 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                "compared on the sampled columns.",
                f"Goal (issue 15): 1M rows x 1,000 columns in under {GOAL_WIDE_S:.0f} s on 2 "
                "cores (the --full sizes).",
+               "parallel_drift next CPU s: the CPU seconds of the driver and its local Ray during "
+               "the call; divided by the cores, what the call takes here when nothing else runs.",
                "parallel_drift workers: the summed resident memory of Ray's worker processes "
                "during the call, sampled every 50 ms (idle workers' memory before it in brackets).",
                "Evidently and compute_drift each run in a forked child before Ray starts, alone "

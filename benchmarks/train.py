@@ -670,6 +670,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--auc-tolerance", type=float, default=0.01)
     parser.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=None,
+        help="raymlops training.workers_per_trial (default: auto, which follows the memory "
+        "Ray saw free at its start, so on a shared machine it can ask for more workers than "
+        "the cores place)",
+    )
+    parser.add_argument(
         "--baseline",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -731,7 +739,8 @@ def main(argv: list[str] | None = None) -> int:
             data, test = cell_data(args.data_dir or root, rows)
             project = root / f"project-{rows}"
             project.mkdir()
-            ours = run_raymlops(write_config(project, data, args, cell_trials), test)
+            config = write_config(project, data, args, cell_trials, args.workers_per_trial)
+            ours = run_raymlops(config, test)
             skipped = "pandas + xgboost not run (--no-baseline)" if not args.baseline else None
             skipped = skipped or baseline_skipped(rows)
             theirs = None if skipped else run_baseline(data, test, trials, args.rounds)

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import ray
-
 from raymlops.config import ProjectConfig
 from raymlops.registry import Registry
 from raymlops.schema import Schema
@@ -61,14 +59,12 @@ def evaluate(
     champion = registry.champion()
     with stages.stage("evaluate on holdout") as note:
         predictor = _load_champion(registry, champion)
-        scored = ray.get(
-            score_holdout(
-                new,
-                prepared.arrays.holdout,
-                champion=predictor,
-                typed_blocks=prepared.data.holdout,
-                target=schema.target,
-            )
+        scored = score_holdout(
+            new,
+            prepared.arrays.holdout,
+            champion=predictor,
+            typed_blocks=prepared.data.holdout,
+            target=schema.target,
         )
         metrics = scored.metrics
         note["detail"] = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())

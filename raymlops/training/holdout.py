@@ -9,7 +9,7 @@ This module imports no Tune or Train, so the workers that run its tasks start qu
 
 Example:
     >>> scored = score_holdout(new, blocks, champion=None)  # doctest: +SKIP
-    >>> ray.get(scored).metrics["roc_auc"]  # doctest: +SKIP
+    >>> scored.metrics["roc_auc"]  # doctest: +SKIP
     0.8644
 """
 
@@ -76,26 +76,21 @@ def _score_block(  # type: ignore[no-untyped-def]
 
 @ray.remote
 def _metrics(  # type: ignore[no-untyped-def]
-    task: str, n_classes: int, champion: tuple[str, int] | None, *blocks: _BlockScores
-) -> HoldoutScores:
+    task: str, n_classes: int, champion: bool, *blocks: _BlockScores
+) -> tuple[dict[str, float] | None, str | None]:
+    """One model's exact metrics on every block's rows (or why the champion has none)."""
     from raymlops.training.metrics import compute_metrics
 
-    y = np.concatenate([b.y for b in blocks])
-    scores = np.concatenate([b.scores for b in blocks])
-    metrics = compute_metrics(task, y, scores, n_classes=n_classes)
-    if champion is None:
-        return HoldoutScores(_plain(metrics), None, None)
-    problem = next((b.champion_problem for b in blocks if b.champion_problem), None)
-    if problem is not None:
-        return HoldoutScores(_plain(metrics), None, problem)
-    champion_task, champion_classes = champion
-    champion_metrics = compute_metrics(
-        champion_task,
-        np.concatenate([b.champion_y for b in blocks]),
-        np.concatenate([b.champion_scores for b in blocks]),
-        n_classes=champion_classes,
-    )
-    return HoldoutScores(_plain(metrics), _plain(champion_metrics), None)
+    if champion:
+        problem = next((b.champion_problem for b in blocks if b.champion_problem), None)
+        if problem is not None:
+            return None, problem
+        y = np.concatenate([b.champion_y for b in blocks])
+        scores = np.concatenate([b.champion_scores for b in blocks])
+    else:
+        y = np.concatenate([b.y for b in blocks])
+        scores = np.concatenate([b.scores for b in blocks])
+    return _plain(compute_metrics(task, y, scores, n_classes=n_classes)), None
 
 
 def score_holdout(
@@ -105,10 +100,11 @@ def score_holdout(
     champion: Any = None,
     typed_blocks: list[Any] | None = None,
     target: str = "",
-) -> Any:
-    """An ObjectRef of the :class:`HoldoutScores` of ``new`` on the transformed holdout
-    ``blocks`` ((x, y) ObjectRefs each) and of ``champion`` (a predictor, or None) on the
-    same blocks' typed rows ``typed_blocks``."""
+) -> HoldoutScores:
+    """The metrics of ``new`` on the transformed holdout ``blocks`` ((x, y) ObjectRefs each)
+    and of ``champion`` (a predictor, or None) on the same blocks' typed rows
+    ``typed_blocks``: one task per block scores both, then one task per model computes its
+    metrics (the two at once)."""
     if champion is not None and (typed_blocks is None or len(typed_blocks) != len(blocks)):
         raise ValueError("the champion needs the typed rows of every holdout block")
     # each put once: every block's task reads the same model and champion
@@ -119,8 +115,13 @@ def score_holdout(
         _score_block.remote(new_ref, x, y, champion_ref, target, rows)
         for (x, y), rows in zip(blocks, typed, strict=True)
     ]
-    about = None if champion is None else (champion.schema.task, champion.n_classes)
-    return _metrics.remote(new.task, new.n_classes, about, *parts)
+    new_metrics = _metrics.remote(new.task, new.n_classes, False, *parts)
+    if champion is None:
+        metrics, _ = ray.get(new_metrics)
+        return HoldoutScores(metrics, None, None)
+    theirs = _metrics.remote(champion.schema.task, champion.n_classes, True, *parts)
+    (metrics, _), (champion_metrics, problem) = ray.get([new_metrics, theirs])
+    return HoldoutScores(metrics, champion_metrics, problem)
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, float]:

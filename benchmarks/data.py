@@ -99,7 +99,12 @@ def _raymlops(config: Any, source: Path) -> tuple[float, int, dict[str, float], 
         start = time.perf_counter()
         prepared = prepare(config, schema, str(source), stages)
         arrays = prepared.arrays
-        refs = [*arrays.fit, *arrays.valid, arrays.valid_mask, *arrays.holdout]
+        refs = [
+            *arrays.fit,
+            *arrays.valid,
+            arrays.valid_mask,
+            *(r for p in arrays.holdout for r in p),
+        ]
         ray.wait(refs, num_returns=len(refs), fetch_local=False)  # the arrays exist
         seconds = time.perf_counter() - start
     return seconds, rss.peak, dict(stages.seconds), prepared

@@ -20,10 +20,12 @@ Usage::
 
     .venv/bin/python benchmarks/train.py --quick          # 50,000 rows: CI, well under a minute
     .venv/bin/python benchmarks/train.py                  # 1M rows
-    .venv/bin/python benchmarks/train.py --full           # 1M, 2M (4 trials) and 4M rows
+    .venv/bin/python benchmarks/train.py --full           # 1M, 2M (4 trials), 4M and 20M rows
 
 Writes ``train.json`` and ``train.md`` (and ``train.png`` when matplotlib imports) to
 ``--out`` (default ``benchmarks/results``). Exit 0, or 1 when the two sides' AUCs disagree.
+A cell whose baseline needs more memory than the machine has available (``MemAvailable``)
+runs raymlops alone and says so in the table.
 """
 
 from __future__ import annotations
@@ -55,23 +57,39 @@ PREP_STAGES = ("read and validate", "fit features", "transform")
 GOAL_DRIVER_RSS = 1e9
 GOAL_RATIO = 1.0
 GOAL_PREP_RATIO = 2.0
+ROW_GROUP = 250_000
+#: the baseline's peak memory per byte of float64 data (rows x 31 x 8): the Arrow table and
+#: the frame while read_parquet converts, then the frame's numpy copy, the split's copies and
+#: the DMatrix; it runs only where the machine has that much available (20M rows: ~15 GB)
+BASELINE_MEMORY_FACTOR = 3.0
 
 
 # -- data ----------------------------------------------------------------------------------------
 
 
 def make_data(path: Path, rows: int, seed: int) -> None:
-    """``rows`` rows of 30 float columns and a 0/1 label that depends on a few of them."""
+    """``rows`` rows of 30 float columns and a 0/1 label that depends on a few of them, written
+    one row group at a time (a row group's rows drawn from ``(seed, group)``), so that 20M
+    rows never sit in this process's memory at once."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, len(FEATURES))).astype(np.float64)
-    logit = 1.5 * x[:, 0] - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] + np.sin(2 * x[:, 4])
-    label = (logit + rng.logistic(size=rows) > 0).astype(np.int64)
-    frame = pd.DataFrame(x, columns=FEATURES).assign(**{TARGET: label})
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=250_000)
+    writer = None
+    try:
+        for group, start in enumerate(range(0, rows, ROW_GROUP)):
+            n = min(ROW_GROUP, rows - start)
+            rng = np.random.default_rng([seed, group])
+            x = rng.normal(size=(n, len(FEATURES)))
+            logit = 1.5 * x[:, 0] - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] + np.sin(2 * x[:, 4])
+            label = (logit + rng.logistic(size=n) > 0).astype(np.int64)
+            frame = pd.DataFrame(x, columns=FEATURES).assign(**{TARGET: label})
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def write_config(
@@ -215,6 +233,18 @@ def auc_on(test_path: Path, predict: Any) -> float:
     return float(roc_auc_score(test[TARGET].to_numpy(), predict(test)))
 
 
+def cell_data(folder: Path, rows: int) -> tuple[Path, Path]:
+    """The cell's training and test files in ``folder``, generated unless they are there
+    (``--data-dir`` keeps them between runs: 20M rows take minutes to write)."""
+    paths = folder / f"train-{rows}.parquet", folder / f"test-{rows}.parquet"
+    for path, size, seed in zip(paths, (rows, min(rows, 200_000)), (1, 2), strict=True):
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            make_data(partial, size, seed=seed)
+            partial.rename(path)  # a run stopped while writing leaves no file that looks whole
+    return paths
+
+
 # -- the two sides -------------------------------------------------------------------------------
 
 
@@ -333,6 +363,67 @@ def run_raymlops(config_path: Path, test: Path) -> dict[str, Any]:
     }
 
 
+def baseline_skipped(rows: int) -> str | None:
+    """Why the pandas baseline cannot run at ``rows`` on this machine now, or None: it needs
+    about ``BASELINE_MEMORY_FACTOR`` times the float64 data, and the memory is shared."""
+    need = rows * (len(FEATURES) + 1) * 8 * BASELINE_MEMORY_FACTOR
+    free = available_memory()
+    if free >= need:
+        return None
+    return (
+        f"pandas + xgboost not run: it needs ~{need / 1e9:.0f} GB "
+        f"({BASELINE_MEMORY_FACTOR:g}x the float64 data), {free / 1e9:.0f} GB was available"
+    )
+
+
+def available_memory() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def cell_row(
+    rows: int,
+    trials: int,
+    ours: dict[str, Any],
+    theirs: dict[str, Any] | None,
+    tolerance: float,
+    skipped: str | None = None,
+) -> dict[str, Any]:
+    """One cell's results; without a baseline its ratios and AUC check are None."""
+    gap = None if theirs is None else abs(ours["test_auc"] - theirs["test_auc"])
+    return {
+        "rows": rows,
+        "trials": trials,
+        "raymlops": ours,
+        "baseline": theirs,
+        "baseline_skipped": skipped,
+        "ratio": None if theirs is None else ours["wall_s"] / theirs["wall_s"],
+        "prep_ratio": None if theirs is None else ours["prep_s"] / theirs["prep_s"],
+        "auc_gap": gap,
+        "auc_agree": None if gap is None else gap <= tolerance,
+    }
+
+
+def cell_line(row: dict[str, Any], tolerance: float) -> str:
+    ours, theirs = row["raymlops"], row["baseline"]
+    line = (
+        f"{row['rows']:>10,} rows: raymlops {ours['wall_s']:.1f}s "
+        f"(driver peak {ours['peak_rss'] / 1e9:.2f} GB), "
+    )
+    if theirs is None:
+        return line + str(row["baseline_skipped"])
+    line += (
+        f"pandas+xgboost {theirs['wall_s']:.1f}s ({theirs['peak_rss'] / 1e9:.2f} GB), "
+        f"ratio {row['ratio']:.2f}x; test AUC {ours['test_auc']:.4f} vs {theirs['test_auc']:.4f}"
+    )
+    if not row["auc_agree"]:
+        line += f"  DISAGREE by {row['auc_gap']:.4f} > {tolerance}"
+    return line
+
+
 # -- the data-parallel cell on two nodes ---------------------------------------------------------
 
 
@@ -447,18 +538,28 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        per_node = ", ".join(
-            f"{peak / 1e9:.2f}" for peak in r["raymlops"]["node_peak_rss"].values()
-        )
+        ours, theirs = r["raymlops"], r["baseline"]
+        per_node = ", ".join(f"{peak / 1e9:.2f}" for peak in ours["node_peak_rss"].values())
+        start = f"| {r['rows']:,} | {r['trials']} | {ours['wall_s']:.1f} s "
+        end = f"| {ours['peak_rss'] / 1e9:.2f} GB | {per_node} GB "
+        if theirs is None:
+            lines.append(
+                f"{start}| - | - {end}| - | {ours['test_auc']:.4f} / - "
+                f"| {ours['prep_s']:.1f} s / - |"
+            )
+            continue
         lines.append(
-            f"| {r['rows']:,} | {r['trials']} | {r['raymlops']['wall_s']:.1f} s "
-            f"| {r['baseline']['wall_s']:.1f} s | {r['ratio']:.2f}x "
-            f"| {r['raymlops']['peak_rss'] / 1e9:.2f} GB | {per_node} GB "
-            f"| {r['baseline']['peak_rss'] / 1e9:.2f} GB "
-            f"| {r['raymlops']['test_auc']:.4f} / {r['baseline']['test_auc']:.4f} "
-            f"| {r['raymlops']['prep_s']:.1f} s / {r['baseline']['prep_s']:.1f} s "
+            f"{start}| {theirs['wall_s']:.1f} s | {r['ratio']:.2f}x {end}"
+            f"| {theirs['peak_rss'] / 1e9:.2f} GB "
+            f"| {ours['test_auc']:.4f} / {theirs['test_auc']:.4f} "
+            f"| {ours['prep_s']:.1f} s / {theirs['prep_s']:.1f} s "
             f"({r['prep_ratio']:.2f}x) |"
         )
+    skipped = [
+        f"- {r['rows']:,} rows: {r['baseline_skipped']}." for r in rows if r.get("baseline_skipped")
+    ]
+    if skipped:
+        lines += ["", *skipped]
     lines += ["", "Goals (issue 11):", "", "| goal | measured | met |", "|---|---|---|"]
     lines += [
         f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |" for g in goals(rows)
@@ -472,8 +573,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "|---|---|",
         ]
         lines += [f"| {name} | {s:.2f} |" for name, s in r["raymlops"]["stages"].items()]
-        lines.append(f"| (pandas read_parquet) | {r['baseline']['read_s']:.2f} |")
-        lines.append(f"| (pandas read_parquet + transform) | {r['baseline']['prep_s']:.2f} |")
+        if r["baseline"] is not None:
+            lines.append(f"| (pandas read_parquet) | {r['baseline']['read_s']:.2f} |")
+            lines.append(f"| (pandas read_parquet + transform) | {r['baseline']['prep_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -491,6 +593,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "met": rss < GOAL_DRIVER_RSS,
                 }
             )
+        if r["rows"] >= 4_000_000 and r["prep_ratio"] is not None:
             out.append(
                 {
                     "goal": f"data prep < {GOAL_PREP_RATIO:g}x pandas at {r['rows']:,} rows",
@@ -498,7 +601,7 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "met": r["prep_ratio"] < GOAL_PREP_RATIO,
                 }
             )
-        if r["rows"] == 2_000_000 and r["trials"] == 4:
+        if r["rows"] == 2_000_000 and r["trials"] == 4 and r["ratio"] is not None:
             out.append(
                 {
                     "goal": f"wall <= {GOAL_RATIO:g}x pandas + xgboost at 2M rows, 4 trials",
@@ -521,21 +624,24 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     at = np.arange(len(rows))
     left.bar(at - 0.2, [r["raymlops"]["wall_s"] for r in rows], 0.4, label="raymlops train")
-    left.bar(at + 0.2, [r["baseline"]["wall_s"] for r in rows], 0.4, label="pandas + xgboost")
+    left.bar(at + 0.2, [_base(r, "wall_s") for r in rows], 0.4, label="pandas + xgboost")
     left.set(xticks=at, xticklabels=labels, xlabel="rows", ylabel="wall time (s)")
     left.legend()
     right.bar(
         at - 0.2, [r["raymlops"]["peak_rss"] / 1e9 for r in rows], 0.4, label="raymlops driver"
     )
-    right.bar(
-        at + 0.2, [r["baseline"]["peak_rss"] / 1e9 for r in rows], 0.4, label="pandas process"
-    )
+    right.bar(at + 0.2, [_base(r, "peak_rss") / 1e9 for r in rows], 0.4, label="pandas process")
     right.set(xticks=at, xticklabels=labels, xlabel="rows", ylabel="peak RSS (GB)")
     right.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def _base(row: dict[str, Any], key: str) -> float:
+    """The baseline's figure, 0 (no bar) where it did not run."""
+    return row["baseline"][key] if row["baseline"] is not None else 0.0
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -546,7 +652,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="50,000 rows (CI)")
     size.add_argument(
-        "--full", action="store_true", help="1M and 4M rows (--trials each), and 2M rows, 4 trials"
+        "--full",
+        action="store_true",
+        help="1M, 4M and 20M rows (--trials each), and 2M rows, 4 trials",
     )
     size.add_argument("--rows", type=int, nargs="+", help="row counts to run")
     parser.add_argument("--trials", type=int, default=2)
@@ -562,6 +670,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--auc-tolerance", type=float, default=0.01)
     parser.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=None,
+        help="raymlops training.workers_per_trial (default: auto, which follows the memory "
+        "Ray saw free at its start, so on a shared machine it can ask for more workers than "
+        "the cores place)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run pandas + xgboost too (--no-baseline: raymlops's figures alone)",
+    )
+    parser.add_argument(
         "--two-nodes",
         action="store_true",
         help="instead of the cells: one trial with 1, then 2 workers on a local 2-node cluster "
@@ -575,6 +697,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--object-store-mb", type=int, default=1024, help="per node (--two-nodes)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the generated Parquet files here and reuse them (default: a temp folder)",
+    )
     parser.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
     args = parser.parse_args(argv)
     if args.refit is None:
@@ -584,8 +712,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.cluster_rows = (args.rows or [20_000 if args.quick else 1_000_000])[0]
     sizes = args.rows or ([50_000] if args.quick else [1_000_000])
     args.cells = [(rows, args.trials) for rows in sizes]
-    if args.full:  # the issue's cells: 1M and 4M rows, and 2M rows with 4 trials
-        args.cells = [(1_000_000, args.trials), (2_000_000, 4), (4_000_000, args.trials)]
+    if args.full:  # the issue's cells: 1M, 4M and 20M rows, and 2M rows with 4 trials
+        args.cells = [
+            (1_000_000, args.trials),
+            (2_000_000, 4),
+            (4_000_000, args.trials),
+            (20_000_000, args.trials),
+        ]
     return args
 
 
@@ -603,34 +736,18 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         for rows, cell_trials in args.cells:
             trials = trial_params(args, cell_trials)
-            data, test = root / f"train-{rows}.parquet", root / f"test-{rows}.parquet"
-            make_data(data, rows, seed=1)
-            make_data(test, min(rows, 200_000), seed=2)
+            data, test = cell_data(args.data_dir or root, rows)
             project = root / f"project-{rows}"
             project.mkdir()
-            ours = run_raymlops(write_config(project, data, args, cell_trials), test)
-            theirs = run_baseline(data, test, trials, args.rounds)
-            gap = abs(ours["test_auc"] - theirs["test_auc"])
-            agree = gap <= args.auc_tolerance
-            failed |= not agree
-            row = {
-                "rows": rows,
-                "trials": cell_trials,
-                "raymlops": ours,
-                "baseline": theirs,
-                "ratio": ours["wall_s"] / theirs["wall_s"],
-                "prep_ratio": ours["prep_s"] / theirs["prep_s"],
-                "auc_gap": gap,
-                "auc_agree": agree,
-            }
+            config = write_config(project, data, args, cell_trials, args.workers_per_trial)
+            ours = run_raymlops(config, test)
+            skipped = "pandas + xgboost not run (--no-baseline)" if not args.baseline else None
+            skipped = skipped or baseline_skipped(rows)
+            theirs = None if skipped else run_baseline(data, test, trials, args.rounds)
+            row = cell_row(rows, cell_trials, ours, theirs, args.auc_tolerance, skipped)
+            failed |= row["auc_agree"] is False
             rows_out.append(row)
-            print(
-                f"{rows:>9,} rows: raymlops {ours['wall_s']:.1f}s (peak {ours['peak_rss'] / 1e9:.2f} GB), "
-                f"pandas+xgboost {theirs['wall_s']:.1f}s ({theirs['peak_rss'] / 1e9:.2f} GB), "
-                f"ratio {row['ratio']:.2f}x; test AUC {ours['test_auc']:.4f} vs {theirs['test_auc']:.4f}"
-                + ("" if agree else f"  DISAGREE by {gap:.4f} > {args.auc_tolerance}"),
-                flush=True,
-            )
+            print(cell_line(row, args.auc_tolerance), flush=True)
     report = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

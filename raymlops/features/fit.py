@@ -267,7 +267,8 @@ class TrainArrays:
     """Transformed rows in the object store (ObjectRefs of numpy arrays), nothing on the driver.
 
     ``fit``/``valid`` are the training rows Tune fits on and scores on; ``valid_mask`` puts
-    them back in row order for the refit; ``holdout`` is the evaluation side. When the
+    them back in row order for the refit; ``holdout`` is the evaluation side, one (x, y) pair
+    per block, never joined (the evaluation scores each block where it lies). When the
     training rows are not joined (data-parallel trials, ``assemble_training=False``),
     ``fit``/``valid``/``valid_mask`` are None and ``fit_tables``/``valid_tables`` hold one
     Arrow table per block (an ``x`` tensor column and ``y``), the blocks of the Ray Datasets
@@ -277,7 +278,7 @@ class TrainArrays:
     fit: tuple[Any, Any] | None
     valid: tuple[Any, Any] | None
     valid_mask: Any
-    holdout: tuple[Any, Any]
+    holdout: list[tuple[Any, Any]]
     fit_rows: int
     valid_rows: int
     n_features: int
@@ -290,17 +291,13 @@ class TrainArrays:
         return self.fit is not None
 
 
-@ray.remote(num_returns=8)
+@ray.remote(num_returns=6)
 def _assemble(blocks: int, *parts):  # type: ignore[no-untyped-def]
-    """Seven arrays from the blocks' parts, each one concatenation (no intermediate copy)."""
-    joined = [np.concatenate(parts[i * blocks : (i + 1) * blocks]) for i in range(7)]
+    """The training side's five arrays from the blocks' parts, each one concatenation (no
+    intermediate copy)."""
+    joined = [np.concatenate(parts[i * blocks : (i + 1) * blocks]) for i in range(5)]
     mask = joined[4]
     return (*joined, (len(mask) - int(mask.sum()), int(mask.sum())))
-
-
-@ray.remote(num_returns=2)
-def _assemble_holdout(blocks: int, *parts):  # type: ignore[no-untyped-def]
-    return np.concatenate(parts[:blocks]), np.concatenate(parts[blocks:])
 
 
 @ray.remote(num_returns=3)
@@ -346,34 +343,30 @@ def transform_blocks(
         for t, h in zip(train, holdout, strict=True)
     ]
     n_features = len(pipeline.feature_names)
+    holdout = [(out[5], out[6]) for out in outs]
     tables = [_block_tables.remote(*out[:4]) for out in outs] if shard_tables else []
     if not assemble_training:
-        x_hold, y_hold = _assemble_holdout.remote(
-            len(outs), *[out[5] for out in outs], *[out[6] for out in outs]
-        )
         tables = tables or [_block_tables.remote(*out[:4]) for out in outs]
         sizes = ray.get([t[2] for t in tables])  # waits: a bad label fails this stage
         return TrainArrays(
             fit=None,
             valid=None,
             valid_mask=None,
-            holdout=(x_hold, y_hold),
+            holdout=holdout,
             fit_rows=sum(n for n, _ in sizes),
             valid_rows=sum(n for _, n in sizes),
             n_features=n_features,
             fit_tables=[t[0] for t in tables],
             valid_tables=[t[1] for t in tables],
         )
-    parts = [out[i] for i in range(7) for out in outs]
-    x_fit, y_fit, x_valid, y_valid, mask, x_hold, y_hold, sizes = _assemble.remote(
-        len(outs), *parts
-    )
+    parts = [out[i] for i in range(5) for out in outs]
+    x_fit, y_fit, x_valid, y_valid, mask, sizes = _assemble.remote(len(outs), *parts)
     fit_rows, valid_rows = ray.get(sizes)  # waits: a bad label fails this stage
     return TrainArrays(
         fit=(x_fit, y_fit),
         valid=(x_valid, y_valid),
         valid_mask=mask,
-        holdout=(x_hold, y_hold),
+        holdout=holdout,
         fit_rows=fit_rows,
         valid_rows=valid_rows,
         n_features=n_features,

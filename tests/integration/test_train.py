@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from raymlops.cli import main
-from raymlops.config import load_config
+from raymlops.config import ProjectConfig, load_config
+from raymlops.data.dataset import ROW_ID, load_split
 from raymlops.examples import make_churn
 from raymlops.pipeline import open_registry
 from raymlops.predictor import load_predictor, read_reference
 from raymlops.registry.bundle import BundleReader
+from raymlops.schema import Schema
+from raymlops.training.metrics import compute_metrics
 from tests.conftest import XOR_COLUMNS, write_project, xor_frame
 
 
@@ -49,12 +53,23 @@ def test_unseen_csv_with_categories_and_nulls_becomes_a_verified_champion(
 def test_a_weaker_model_is_registered_but_not_promoted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Given a champion, when a weaker model trains on data in three files (several holdout
+    blocks), then it is registered but not promoted, and both holdout scores, taken per block
+    in one pass, equal the metrics of each model on the whole holdout joined here."""
     (tmp_path / "data").mkdir()
-    xor_frame(2000).to_csv(tmp_path / "data" / "train.csv", index=False)
-    strong = write_project(tmp_path, columns=XOR_COLUMNS, target="label", models="[xgboost]")
+    for part, frame in enumerate(np.array_split(xor_frame(2000), 3)):
+        frame.to_csv(tmp_path / "data" / f"train-{part}.csv", index=False)
+    source = "./data/train-*.csv"
+    strong = write_project(
+        tmp_path, source=source, columns=XOR_COLUMNS, target="label", models="[xgboost]"
+    )
     assert main(["train", "--config", str(strong), "--promote"]) == 0
     weak = write_project(
-        tmp_path, columns=XOR_COLUMNS, target="label", models="[logistic_regression]"
+        tmp_path,
+        source=source,
+        columns=XOR_COLUMNS,
+        target="label",
+        models="[logistic_regression]",
     )
     capsys.readouterr()
     assert main(["train", "--config", str(weak), "--promote"]) == 0
@@ -70,6 +85,35 @@ def test_a_weaker_model_is_registered_but_not_promoted(
     lineage = BundleReader(registry, "v2").lineage()
     assert lineage["parent"] == "v1"
     assert [e.version for e in registry.audit()] == ["v1"]
+    scored = BundleReader(registry, "v2").metrics()
+    holdout = _holdout_rows(load_config(weak))
+    assert holdout[ROW_ID].is_monotonic_increasing, "several blocks, in row order"
+    assert scored["champion"]["version"] == "v1"
+    for version, metrics in (("v2", scored["holdout"]), ("v1", scored["champion"]["holdout"])):
+        predictor = load_predictor(registry, version)
+        rows = predictor.validate(holdout[predictor.schema.names], require_target=True)
+        expected = compute_metrics(
+            "classification",
+            predictor.pipeline.target.encode(rows["label"]),
+            predictor.scores(rows),
+            n_classes=predictor.n_classes,
+        )
+        assert metrics == pytest.approx(expected, rel=1e-12), version
+
+
+def _holdout_rows(config: ProjectConfig) -> pd.DataFrame:
+    """The run's holdout rows, joined in this test (training never joins them)."""
+    import ray
+
+    split = config.data.split
+    data = load_split(
+        config.data.source,
+        Schema.from_config(config),
+        fraction=split.test_fraction,
+        seed=split.seed,
+    )
+    assert len(data.holdout) > 1, "the holdout spans several blocks"
+    return pd.concat(ray.get(data.holdout), ignore_index=True)
 
 
 def test_a_broken_csv_names_column_and_rows_and_registers_nothing(

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+import pyarrow as pa
 import ray
 
 from raymlops.config import load_config
@@ -132,13 +133,16 @@ class DriftMonitor:
 
     # -- the actor's methods ------------------------------------------------------------------
 
-    def ingest(self, rows: pd.DataFrame, wait: bool = False) -> int:
-        """Take logged rows; returns how many rows this call made the monitor drop (mostly 0).
+    def ingest(self, rows: pd.DataFrame | pa.Table, wait: bool = False) -> int:
+        """Take logged rows (the prediction log sends Arrow tables); returns how many rows this
+        call made the monitor drop (mostly 0).
 
         When windows are cut faster than they are checked, a full queue drops the new window
         (counted in ``dropped_rows``), or with ``wait`` makes the caller wait for room (a batch
         feed that must not lose rows; the prediction log never waits).
         """
+        if isinstance(rows, pa.Table):
+            rows = rows.to_pandas()
         size = self.rule.window_rows
         if wait:
             while self._pending.full() and not self._stop.is_set():

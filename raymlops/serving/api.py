@@ -77,6 +77,7 @@ __all__ = [
     "predict_columns",
     "predict_frame",
     "predict_records",
+    "prediction_output",
     "records_frame",
 ]
 
@@ -103,7 +104,7 @@ class Backend(Protocol):
 
 def predict_columns(predictor: Predictor, columns: Columns) -> PredictOutput:
     """Checked columns -> the predictor's answer (the online path: numpy, no pandas)."""
-    return _output(predictor, predictor.predict_columns(columns))
+    return prediction_output(predictor, predictor.predict_columns(columns))
 
 
 def predict_records(predictor: Predictor, records: list[dict[str, Any]]) -> PredictOutput:
@@ -126,10 +127,11 @@ def records_frame(predictor: Predictor, records: list[dict[str, Any]]) -> pd.Dat
 def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> PredictOutput:
     """Raw input rows -> the predictor's answer, through the version's pandas validator (the
     path of data files; the online path is :func:`predict_columns`)."""
-    return _output(predictor, predictor.predict(predictor.validate(frame)))
+    return prediction_output(predictor, predictor.predict(predictor.validate(frame)))
 
 
-def _output(predictor: Predictor, prediction: Prediction) -> PredictOutput:
+def prediction_output(predictor: Predictor, prediction: Prediction) -> PredictOutput:
+    """The JSON-ready answer of ``prediction`` (plain lists; its numpy arrays stay with it)."""
     probabilities = None if prediction.probabilities is None else prediction.probabilities.tolist()
     classes = (
         list(predictor.pipeline.target.classes) if prediction.probabilities is not None else None

@@ -34,6 +34,7 @@ import threading
 import uuid
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -57,6 +58,7 @@ from raymlops.serving.api import (
     create_app,
     log_access,
     predict_columns,
+    prediction_output,
 )
 from raymlops.serving.binding import resolve_api_key  # where Serve really binds
 from raymlops.serving.monitor_sink import MonitorSink
@@ -279,11 +281,13 @@ class ModelServer:
         predictor = self.predictor  # the whole batch is answered by one version
         batch = Columns.concat([rows for rows, _ in requests])
         try:
-            combined = predict_columns(predictor, batch)
+            prediction = predictor.predict_columns(batch)
         except RequestRejected:
             # one bad request must not fail the others batched with it
             return [self._one(predictor, rows, request_id) for rows, request_id in requests]
-        self._log_batch(requests, combined, batch)
+        combined = prediction_output(predictor, prediction)
+        # the log takes the probabilities as numpy: the lists are the answers' (JSON) form
+        self._log_batch(requests, combined, batch, prediction.probabilities)
         answers, start = [], 0
         for rows, _ in requests:
             end = start + len(rows)
@@ -304,15 +308,16 @@ class ModelServer:
         requests: list[tuple[Columns, str | None]],
         output: PredictOutput,
         batch: Columns,
+        probabilities: np.ndarray | None = None,
     ) -> None:
         if self._prediction_log is None:
             return
         self._prediction_log.offer(
             ServedBatch(
-                # the columns the batch was answered from: a frame is built in the background
+                # the columns the batch was answered from: an Arrow table is built in the background
                 records=batch,
                 predictions=output.predictions,
-                probabilities=output.probabilities,
+                probabilities=output.probabilities if probabilities is None else probabilities,
                 classes=output.classes,
                 model_version=output.model_version,
                 request_ids=[request_id for _, request_id in requests],

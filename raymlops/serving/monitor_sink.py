@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 
 __all__ = ["NAMESPACE", "MonitorSink", "find_monitor", "monitor_name"]
 
@@ -40,7 +40,8 @@ def find_monitor(model: str) -> Any | None:
 class MonitorSink:
     """A prediction-log sink (see :mod:`raymlops.serving.prediction_log`) feeding the monitor.
 
-    Rows go to the actor without waiting for it. While no monitor runs, rows are counted as
+    Rows go to the actor as Arrow tables, without waiting for it (the actor, not the replica,
+    makes them a frame). While no monitor runs, rows are counted as
     ``unmonitored_rows`` (the Parquet sink still keeps them); the actor is looked up again
     every ``lookup_s`` seconds.
     """
@@ -52,18 +53,18 @@ class MonitorSink:
         self._monitor: Any | None = None
         self._looked_up = float("-inf")
 
-    def write(self, rows: pd.DataFrame) -> None:
+    def write(self, rows: pa.Table) -> None:
         if self._monitor is None and time.monotonic() - self._looked_up >= self.lookup_s:
             self._looked_up = time.monotonic()
             self._monitor = find_monitor(self.model)
         if self._monitor is None:
-            self.unmonitored_rows += len(rows)
+            self.unmonitored_rows += rows.num_rows
             return
         try:
             self._monitor.ingest.remote(rows)
         except Exception:  # the actor is gone for good: look it up again later
             self._monitor = None
-            self.unmonitored_rows += len(rows)
+            self.unmonitored_rows += rows.num_rows
 
     def flush(self, *, force: bool = False) -> None:
         return None

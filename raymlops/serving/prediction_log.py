@@ -2,9 +2,9 @@
 
 :class:`PredictionLog` puts rows on a bounded queue and a background thread hands them to the
 sinks. Serving only appends a reference to the batch's numpy columns (:class:`ServedBatch`);
-every ``tick_s`` the thread takes all that is queued and builds one frame from it, so the
-frame, the Parquet file and the monitor's feed cost the same for a thousand single-row
-requests as for one (a frame per request cost serving 13-39% of its throughput).
+every ``tick_s`` the thread takes all that is queued and joins it into one Arrow table (no
+pandas), so the table, the Parquet file and the monitor's feed cost the same for a thousand
+single-row requests as for one (a frame per request cost serving 13-39% of its throughput).
 When the queue is full the rows are dropped and counted (``dropped_rows``, logged and
 reported by :meth:`PredictionLog.stats`), never silently lost. The default sink,
 :class:`ParquetSink`, writes Parquet files under ``{storage}/predictions/{name}/date=YYYY-MM-DD/``;
@@ -17,7 +17,7 @@ inputs: ``serving.prediction_log.log_ids: false`` leaves the schema's id columns
 
 Example:
     >>> log = PredictionLog([ParquetSink(storage, "churn")], max_queue_rows=100_000)  # doctest: +SKIP
-    >>> log.offer(frame)  # returns at once; False if the rows were dropped  # doctest: +SKIP
+    >>> log.offer(served_batch)  # returns at once; False if the rows were dropped  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,38 +35,30 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raymlops.contract import Columns
 from raymlops.storage import Storage
 
 __all__ = [
-    "LogBatch",
     "LogStats",
     "ParquetSink",
     "PredictionLog",
     "PredictionSink",
     "ServedBatch",
-    "merge_batches",
+    "log_tables",
 ]
 
 _log = logging.getLogger("raymlops.prediction_log")
 
 
 class PredictionSink(Protocol):
-    """Receives logged rows (called from the log's background thread)."""
+    """Receives logged rows as Arrow tables (called from the log's background thread)."""
 
-    def write(self, rows: pd.DataFrame) -> None: ...
+    def write(self, rows: pa.Table) -> None: ...
 
     def flush(self, *, force: bool = False) -> None: ...
-
-
-class LogBatch(Protocol):
-    """What serving offers: cheap to queue, turned into a frame in the background."""
-
-    rows: int
-
-    def to_frame(self) -> pd.DataFrame: ...
 
 
 #: a sink looks for partitions past the retention at most this often
@@ -80,6 +72,8 @@ class ParquetSink:
     tried again ``retries`` times with exponential back-off (``backoff_s``, doubling); rows
     still not written then are given up and counted in ``dropped_rows``. A string Parquet
     cannot hold (a lone UTF-16 surrogate) is written escaped rather than failing the file.
+    A file holds one table schema: rows with other columns (a swap to a version with other
+    inputs or classes) start the next file.
 
     ``drop_columns`` are never written (the id columns, with ``log_ids: false``). With
     ``retention_days``, after a write (at most hourly) the ``date=`` partitions older than that
@@ -111,7 +105,7 @@ class ParquetSink:
         self.retention_days = retention_days
         self._clock = clock
         self._next_prune = 0.0
-        self._buffer: list[pd.DataFrame] = []
+        self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
         self.files_written = 0
@@ -141,11 +135,13 @@ class ParquetSink:
             **kwargs,
         )
 
-    def write(self, rows: pd.DataFrame) -> None:
+    def write(self, rows: pa.Table) -> None:
         if self.drop_columns:
-            rows = rows.drop(columns=[c for c in self.drop_columns if c in rows.columns])
+            rows = rows.drop_columns([c for c in self.drop_columns if c in rows.column_names])
+        if self._buffer and not rows.schema.equals(self._buffer[0].schema):
+            self.flush(force=True)  # one schema per file
         self._buffer.append(rows)
-        self._buffered += len(rows)
+        self._buffered += rows.num_rows
         if self._buffered >= self.flush_rows:
             self.flush(force=True)
         else:
@@ -158,8 +154,8 @@ class ParquetSink:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
-        frame = pd.concat(self._buffer, ignore_index=True)
-        rows = len(frame)
+        table = pa.concat_tables(self._buffer)
+        rows = table.num_rows
         now = self._clock()
         path = (
             f"predictions/{self.name}/date={now:%Y-%m-%d}/"
@@ -167,7 +163,7 @@ class ParquetSink:
         )
         for attempt in range(self.retries + 1):
             try:
-                self.storage.write_bytes(path, _parquet_bytes(frame))
+                self.storage.write_bytes(path, _parquet_bytes(table))
                 break
             except Exception as exc:
                 if attempt == self.retries:
@@ -215,26 +211,20 @@ class ParquetSink:
         return removed
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+#: the columns the log adds to the inputs (and ``probability_<class>``)
+_ANSWERS = ("prediction", "model_version", "request_id", "logged_at")
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
     # dictionary encoding only for the string columns (versions, ids, categories): tried on
     # the float columns it gave up on each of them and cost 3/4 of the write's CPU
-    options = {"index": False, "use_dictionary": [str(c) for c in _object_columns(frame)]}
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    # min/max statistics for the columns people filter the log by, not for every input: they
+    # were a third of the write's CPU
+    stats = [name for name in _ANSWERS if name in table.column_names]
     buffer = io.BytesIO()
-    try:
-        frame.to_parquet(buffer, **options)
-    except UnicodeEncodeError:  # a lone surrogate: write it escaped, keep the row
-        safe = frame.copy()
-        for column in _object_columns(safe):
-            safe[column] = safe[column].map(
-                lambda v: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
-            )
-        buffer = io.BytesIO()
-        safe.to_parquet(buffer, **options)
+    pq.write_table(table, buffer, use_dictionary=strings, write_statistics=stats)
     return buffer.getvalue()
-
-
-def _object_columns(frame: pd.DataFrame) -> list[Any]:
-    return list(frame.select_dtypes(include=["object", "string", "category"]).columns)
 
 
 @dataclass(frozen=True)
@@ -261,7 +251,7 @@ class PredictionLog:
         self.max_queue_rows = max_queue_rows
         # a deque, not a queue.Queue: the hot path appends without waking the thread (which
         # wakes every tick_s and takes everything at once)
-        self._queue: collections.deque[LogBatch] = collections.deque()
+        self._queue: collections.deque[ServedBatch] = collections.deque()
         self._queued = 0
         self._lock = threading.Lock()
         self._offered = self._written = self._dropped = 0
@@ -272,7 +262,7 @@ class PredictionLog:
         )
         self._thread.start()
 
-    def offer(self, batch: LogBatch) -> bool:
+    def offer(self, batch: ServedBatch) -> bool:
         """Queue ``batch`` for the sinks; returns False (and counts it) when the queue is full."""
         rows = batch.rows
         with self._lock:
@@ -299,22 +289,24 @@ class PredictionLog:
             if stopping:
                 return
 
-    def _write(self, batches: list[LogBatch]) -> None:
+    def _write(self, batches: list[ServedBatch]) -> None:
         rows = sum(b.rows for b in batches)
+        lost = 0
         try:
-            frame = merge_batches(batches)
-        except Exception:  # a batch that cannot become a frame must not stop the log
+            tables = log_tables(batches)
+        except Exception:  # a batch that cannot become a table must not stop the log
             _log.exception("prediction log: %d rows could not be logged", rows)
-            frame = None
-        if frame is not None:
+            tables, lost = [], rows
+        for table in tables:
             for sink in self.sinks:
                 try:
-                    sink.write(frame)
+                    sink.write(table)
                 except Exception:  # a failing sink must not stop the others, nor serving
                     _log.exception("prediction sink %s failed", type(sink).__name__)
         with self._lock:
             self._queued -= rows
-            self._written += rows
+            self._written += rows - lost
+            self._dropped += lost
 
     def _flush_sinks(self, *, force: bool = False) -> None:
         for sink in self.sinks:
@@ -343,10 +335,11 @@ class PredictionLog:
 class ServedBatch:
     """An answered batch as serving hands it over: the rows, the answers, who asked, when."""
 
-    records: Columns | list[dict] | pd.DataFrame  # the input rows: the columns answered
-    predictions: list
-    probabilities: list[list[float]] | None
-    classes: list | None
+    records: Columns  # the input rows: the columns the batch was answered from
+    predictions: Sequence[Any] | np.ndarray
+    #: one row of class probabilities per input row (serving hands over its numpy array)
+    probabilities: np.ndarray | Sequence[Sequence[float]] | None
+    classes: Sequence[Any] | None
     model_version: str
     request_ids: list[str | None]
     logged_at: dt.datetime
@@ -364,85 +357,95 @@ class ServedBatch:
             return self.request_ids
         return [i for i, n in zip(self.request_ids, self.request_rows, strict=True) for _ in range(n)]
 
-    def to_frame(self) -> pd.DataFrame:
-        if isinstance(self.records, Columns):
-            return _columns_frame([self])
-        answers: dict[str, Any] = {"prediction": self.predictions}
-        if self.probabilities is not None and self.classes is not None:
-            probabilities = np.asarray(self.probabilities, dtype=np.float64).reshape(self.rows, -1)
-            for i, label in enumerate(self.classes):
-                answers[f"probability_{label}"] = probabilities[:, i]
-        answers["model_version"] = self.model_version
-        answers["request_id"] = self.row_request_ids()
-        answers["logged_at"] = pd.Timestamp(self.logged_at)
-        if isinstance(self.records, pd.DataFrame):
-            frame = self.records.reset_index(drop=True).copy(deep=False)
-        else:
-            frame = pd.DataFrame.from_records(self.records)
-        for name, values in answers.items():
-            frame[name] = values
-        return frame
+    def to_table(self) -> pa.Table:
+        """The logged rows of this batch alone."""
+        return _columns_table([self])
 
 
-def merge_batches(batches: Sequence[LogBatch]) -> pd.DataFrame:
-    """One frame of the logged rows of ``batches``, in order.
+def log_tables(batches: Sequence[ServedBatch]) -> list[pa.Table]:
+    """The logged rows of ``batches``, in order: one Arrow table per run of batches with the
+    same input columns and classes (a swap to a version with other columns starts a new run).
 
-    Runs of served batches with the same input columns and classes are joined column by column
-    in numpy and become one frame; only other batches (records, frames) go through
-    ``to_frame`` one by one.
+    The columns are joined in numpy and wrapped by Arrow without pandas: a frame per tick cost
+    as much of the replica's CPU as the Parquet file did.
     """
-    frames: list[pd.DataFrame] = []
-    for _, run in itertools.groupby(batches, key=_layout):
-        group = list(run)
-        first = group[0]
-        if isinstance(first, ServedBatch) and isinstance(first.records, Columns):
-            frames.append(_columns_frame(group))  # type: ignore[arg-type]
-        else:
-            frames.extend(b.to_frame() for b in group)
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return [_columns_table(list(run)) for _, run in itertools.groupby(batches, key=_layout)]
 
 
-def _layout(batch: LogBatch) -> tuple[Any, ...] | int:
-    """Batches with the same layout become one frame; others keep their own (by identity)."""
-    if isinstance(batch, ServedBatch) and isinstance(batch.records, Columns):
-        classes = None if batch.probabilities is None or batch.classes is None else batch.classes
-        return (tuple(batch.records.data), None if classes is None else tuple(classes))
-    return id(batch)
+def _layout(batch: ServedBatch) -> tuple[Any, ...]:
+    # the digest names the schema the columns were checked against: their names and types
+    classes = None if batch.probabilities is None or batch.classes is None else batch.classes
+    return (batch.records.digest, None if classes is None else tuple(classes))
 
 
-def _columns_frame(group: list[ServedBatch]) -> pd.DataFrame:
+def _columns_table(group: list[ServedBatch]) -> pa.Table:
     first = group[0]
     counts = [b.rows for b in group]
-    inputs: dict[str, Any] = {}
-    for name in first.records.data:  # type: ignore[union-attr]
-        values = np.concatenate([b.records.data[name] for b in group])  # type: ignore[union-attr]
-        inputs[name] = (
-            pd.DatetimeIndex(values).tz_localize("UTC") if values.dtype.kind == "M" else values
+    columns: dict[str, pa.Array] = {}
+    for name in first.records.data:
+        columns[name] = _arrow(_joined([b.records.data[name] for b in group]))
+    if all(isinstance(b.predictions, np.ndarray) for b in group):
+        columns["prediction"] = _arrow(_joined([b.predictions for b in group]))  # type: ignore[misc]
+    else:
+        columns["prediction"] = pa.array(
+            list(itertools.chain.from_iterable(b.predictions for b in group)), from_pandas=True
         )
-    # numpy arrays, not lists: pandas makes a list an object array first, row by row
-    answers: dict[str, Any] = {
-        "prediction": np.asarray(list(itertools.chain.from_iterable(b.predictions for b in group)))
-    }
     if first.probabilities is not None and first.classes is not None:
-        # flattened in C, without a list per row: the log thread's largest hold of the GIL
-        flat = itertools.chain.from_iterable(
-            itertools.chain.from_iterable(b.probabilities for b in group)  # type: ignore[arg-type]
+        probabilities = _joined(
+            [np.asarray(b.probabilities, dtype=np.float64).reshape(b.rows, -1) for b in group]
         )
-        probabilities = np.fromiter(flat, dtype=np.float64).reshape(sum(counts), -1)
         for i, label in enumerate(first.classes):
-            answers[f"probability_{label}"] = probabilities[:, i]
-    answers["model_version"] = np.repeat(
-        np.array([b.model_version for b in group], dtype=object), counts
-    )
+            columns[f"probability_{label}"] = pa.array(probabilities[:, i])
+    columns["model_version"] = _repeated([b.model_version for b in group], counts)
     ids: list[str | None] = []
     repeats: list[int] = []
     for b in group:
         ids += b.request_ids
         repeats += b.request_rows if b.request_rows is not None else [1] * len(b.request_ids)
-    answers["request_id"] = np.repeat(np.array(ids, dtype=object), repeats)
-    logged = pd.DatetimeIndex([pd.Timestamp(b.logged_at) for b in group])
-    logged = logged.tz_localize("UTC") if logged.tz is None else logged.tz_convert("UTC")
-    answers["logged_at"] = logged.repeat(counts)
-    # one frame from all the columns at once: adding them one by one cost as much CPU as the
-    # batch's prediction
-    return pd.DataFrame({**inputs, **answers}, copy=False)
+    columns["request_id"] = _repeated(ids, repeats)
+    logged = np.array([_utc_naive(b.logged_at) for b in group], dtype="datetime64[ns]")
+    columns["logged_at"] = _arrow(np.repeat(logged, counts))
+    return pa.table(columns)
+
+
+def _repeated(values: list[str | None], counts: list[int]) -> pa.Array:
+    """``values[i]`` ``counts[i]`` times, repeated by Arrow's take (no Python object per row)."""
+    return _strings(np.array(values, dtype=object)).take(
+        np.repeat(np.arange(len(values)), counts)
+    )
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _utc_naive(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A logged column as Arrow: NaN and NaT are nulls (as pandas writes them), datetimes UTC."""
+    if values.dtype.kind == "M":
+        return pa.array(values, type=pa.timestamp("ns", tz="UTC"), from_pandas=True)
+    if values.dtype.kind in "OUS":
+        return _strings(values.astype(object, copy=False))
+    if values.dtype.kind == "f":
+        # the NaN mask in numpy, and no mask at all without NaN (the common case): pyarrow's
+        # from_pandas scan cost 25x that
+        missing = np.isnan(values)
+        return pa.array(values, mask=missing) if missing.any() else pa.array(values)
+    return pa.array(values)
+
+
+def _strings(values: np.ndarray) -> pa.Array:
+    # typed, not inferred: a column of only None is still a string column (one file schema)
+    try:
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    except UnicodeEncodeError:  # a lone surrogate Parquet cannot hold: keep the row, escaped
+        escaped = [
+            v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+            for v in values
+        ]
+        return pa.array(escaped, type=pa.string(), from_pandas=True)

@@ -8,22 +8,30 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raymlops.config import PredictionLogConfig
+from raymlops.contract import Columns
 from raymlops.serving.prediction_log import (
     ParquetSink,
     PredictionLog,
     ServedBatch,
-    merge_batches,
+    log_tables,
 )
 from raymlops.storage import Storage
 from tests.helpers import wait_for_condition
 
 
 def batch(rows: int, version: str = "v1") -> ServedBatch:
+    columns = Columns(
+        rows,
+        {"x": np.arange(rows, dtype=np.float64), "plan": np.array(["pro"] * rows, dtype=object)},
+        "digest",
+    )
     return ServedBatch(
-        records=[{"x": float(i), "plan": "pro"} for i in range(rows)],
+        records=columns,
         predictions=["yes"] * rows,
         probabilities=[[0.25, 0.75]] * rows,
         classes=["no", "yes"],
@@ -64,9 +72,9 @@ class _SlowSink:
         self.release = threading.Event()
         self.rows = 0
 
-    def write(self, rows: pd.DataFrame) -> None:
+    def write(self, rows: pa.Table) -> None:
         self.release.wait(10)
-        self.rows += len(rows)
+        self.rows += rows.num_rows
 
     def flush(self, *, force: bool = False) -> None:
         pass
@@ -88,7 +96,7 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
 
 
 class _BrokenSink:
-    def write(self, rows: pd.DataFrame) -> None:
+    def write(self, rows: pa.Table) -> None:
         raise OSError("disk full")
 
     def flush(self, *, force: bool = False) -> None:
@@ -156,9 +164,9 @@ def test_rows_given_up_after_the_retries_are_counted_as_dropped(tmp_path: Path) 
 
 def test_a_lone_surrogate_is_written_escaped_not_lost(tmp_path: Path) -> None:
     sink = ParquetSink(Storage.from_uri(str(tmp_path)), "churn", flush_rows=1)
-    frame = batch(2).to_frame()
-    frame["plan"] = ["pro", "bad\ud800"]
-    sink.write(frame)
+    served = batch(2)
+    served.records.data["plan"][1] = "bad\ud800"
+    sink.write(served.to_table())
     written = pd.concat(
         [pd.read_parquet(f) for f in (tmp_path / "predictions" / "churn").rglob("*.parquet")]
     )
@@ -166,11 +174,7 @@ def test_a_lone_surrogate_is_written_escaped_not_lost(tmp_path: Path) -> None:
     assert sink.dropped_rows == 0
 
 
-def test_columns_from_serving_become_a_frame_in_the_background() -> None:
-    import numpy as np
-
-    from raymlops.contract import Columns
-
+def test_columns_from_serving_become_an_arrow_table_in_the_background() -> None:
     columns = Columns(
         2,
         {
@@ -189,7 +193,7 @@ def test_columns_from_serving_become_a_frame_in_the_background() -> None:
         ["a", "b"],
         dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc),
     )
-    frame = served.to_frame()
+    frame = served.to_table().to_pandas()
     assert frame["x"].isna().tolist() == [False, True]
     assert frame["plan"].tolist() == ["pro", None]
     assert str(frame["at"].dt.tz) == "UTC"
@@ -206,7 +210,7 @@ def test_partitions_past_the_retention_are_deleted_by_the_sink(tmp_path: Path) -
     settings = PredictionLogConfig(retention_days=7, flush_rows=4).model_dump()
     today = dt.datetime(2026, 1, 10, 12, tzinfo=dt.timezone.utc)
     sink = ParquetSink.from_settings(storage, "churn", settings, clock=lambda: today)
-    sink.write(batch(4).to_frame())
+    sink.write(batch(4).to_table())
     assert sorted(p.name for p in root.iterdir()) == [
         "date=2026-01-03",  # exactly 7 days old: kept
         "date=2026-01-10",  # today's rows
@@ -218,7 +222,7 @@ def test_partitions_past_the_retention_are_deleted_by_the_sink(tmp_path: Path) -
 
 def test_id_columns_are_left_out_of_the_log_with_log_ids_false(tmp_path: Path) -> None:
     storage = Storage.from_uri(str(tmp_path))
-    rows = batch(4).to_frame().assign(customer_id=["a", "b", "c", "d"])
+    rows = batch(4).to_table().append_column("customer_id", pa.array(["a", "b", "c", "d"]))
     for log_ids, expected in ((True, True), (False, False)):
         settings = PredictionLogConfig(log_ids=log_ids, flush_rows=4).model_dump()
         sink = ParquetSink.from_settings(
@@ -235,10 +239,6 @@ def test_id_columns_are_left_out_of_the_log_with_log_ids_false(tmp_path: Path) -
 def _served(
     rows: int, start: int, version: str = "v1", classes: tuple = ("no", "yes")
 ) -> ServedBatch:
-    import numpy as np
-
-    from raymlops.contract import Columns
-
     x = np.arange(start, start + rows, dtype=np.float64)
     columns = Columns(
         rows,
@@ -260,40 +260,64 @@ def _served(
     )
 
 
-def test_batches_queued_together_become_one_frame_equal_to_theirs_one_by_one() -> None:
+def test_batches_queued_together_become_one_table_per_layout_equal_to_theirs_one_by_one() -> None:
     """The background thread joins a tick's batches column by column: the same rows, values,
-    dtypes and order as a frame per batch, also across a swap to a version with other classes
-    and next to batches of records."""
-    batches = [
-        _served(1, 0),
-        _served(3, 1),
-        _served(2, 4, "v2"),
-        batch(2),
-        _served(2, 6, classes=("a", "b")),
-    ]
+    types and order as a table per batch; a swap to a version with other classes starts a new
+    table (and the Parquet sink a new file)."""
+    batches = [_served(1, 0), _served(3, 1), _served(2, 4, "v2"), _served(2, 6, classes=("a", "b"))]
     # serving names each request once, with its rows: requests "a" (2 rows) and "b" (1 row)
     by_request = dataclasses.replace(
-        _served(3, 8), request_ids=["a", "b"], request_rows=[2, 1]
+        _served(3, 8, classes=("a", "b")), request_ids=["a", "b"], request_rows=[2, 1]
     )
     batches.append(by_request)
-    merged = merge_batches(batches)
-    expected = pd.concat([b.to_frame() for b in batches], ignore_index=True)
-    pd.testing.assert_frame_equal(merged, expected)
-    assert merged["request_id"].iloc[-3:].tolist() == ["a", "a", "b"]
-    assert by_request.to_frame()["request_id"].tolist() == ["a", "a", "b"]
-    assert merged["x"].iloc[:6].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert merged["request_id"].iloc[:4].tolist() == ["r0", "r1", "r1", "r1"]
-    assert merged["model_version"].iloc[:6].tolist() == ["v1"] * 4 + ["v2"] * 2
-    assert str(merged["logged_at"].dt.tz) == "UTC"
-    assert str(merged["at"].dt.tz) == "UTC"
-    assert merged["logged_at"].iloc[:4].dt.second.tolist() == [0, 1, 1, 1]
+    tables = log_tables(batches)
+    assert [t.num_rows for t in tables] == [6, 5], "one table per run of the same classes"
+    for table, run in ((tables[0], batches[:3]), (tables[1], batches[3:])):
+        assert table.equals(pa.concat_tables([b.to_table() for b in run]))
+    first, second = (t.to_pandas() for t in tables)
+    assert list(first.columns) == [
+        "x", "plan", "at", "prediction", "probability_no", "probability_yes",
+        "model_version", "request_id", "logged_at",
+    ]  # fmt: skip
+    assert "probability_a" in second.columns
+    assert "probability_no" not in second.columns
+    assert second["request_id"].iloc[-3:].tolist() == ["a", "a", "b"]
+    assert by_request.to_table()["request_id"].to_pylist() == ["a", "a", "b"]
+    assert first["x"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert first["plan"].tolist() == [None, None, "pro", None, None, "pro"], "None is null"
+    assert first["request_id"].iloc[:4].tolist() == ["r0", "r1", "r1", "r1"]
+    assert first["model_version"].tolist() == ["v1"] * 4 + ["v2"] * 2
+    assert first["probability_yes"].tolist() == [0.75] * 6
+    assert str(first["logged_at"].dt.tz) == "UTC"
+    assert str(first["at"].dt.tz) == "UTC"
+    assert first["logged_at"].dt.second.tolist() == [0, 1, 1, 1, 4, 4]
+
+
+def test_numpy_answers_log_the_same_as_lists() -> None:
+    """Serving hands over its numpy probabilities: the table is the same as from lists."""
+    served = _served(4, 0)
+    as_numpy = dataclasses.replace(
+        served, probabilities=np.array(served.probabilities), predictions=np.array(served.predictions, dtype=object)
+    )
+    assert as_numpy.to_table().equals(served.to_table())
+
+
+def test_a_swap_to_other_columns_starts_a_new_file(tmp_path: Path) -> None:
+    storage = Storage.from_uri(str(tmp_path))
+    log = PredictionLog([ParquetSink(storage, "churn", flush_rows=1000, flush_s=60)])
+    log.offer(_served(2, 0))
+    log.offer(_served(3, 2, classes=("a", "b")))
+    stats = log.close()
+    assert stats.stored_rows == 5
+    files = sorted((tmp_path / "predictions" / "churn").rglob("*.parquet"))
+    assert sorted(len(pd.read_parquet(f)) for f in files) == [2, 3], "one schema per file"
 
 
 class _CountingSink:
     def __init__(self) -> None:
-        self.frames: list[pd.DataFrame] = []
+        self.frames: list[pa.Table] = []
 
-    def write(self, rows: pd.DataFrame) -> None:
+    def write(self, rows: pa.Table) -> None:
         self.frames.append(rows)
 
     def flush(self, *, force: bool = False) -> None:
@@ -309,4 +333,4 @@ def test_the_sinks_get_one_frame_per_tick_not_one_per_request() -> None:
     assert sink.frames == []
     stats = log.close()
     assert (stats.written_rows, stats.queued_rows) == (200, 0)
-    assert [len(f) for f in sink.frames] == [200]
+    assert [f.num_rows for f in sink.frames] == [200]

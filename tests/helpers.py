@@ -9,9 +9,11 @@ import pandas as pd
 from raymlops.config import ColumnSpec
 from raymlops.data.validation import validate_frame
 from raymlops.features.pipeline import ColumnStats, FeaturePipeline, numeric_view
+from raymlops.predictor import Predictor, load_predictor
 from raymlops.registry import Registry
 from raymlops.registry.bundle import VersionBundle
 from raymlops.schema import Schema
+from raymlops.storage import Storage
 from raymlops.training.metrics import compute_metrics
 from raymlops.training.models import FitOptions, TrialSpec, dump_model, fit_model, predict_scores
 
@@ -111,6 +113,49 @@ def register_model(
         lineage={},
     )
     return bundle.register(registry, metric="roc_auc", score=metrics["roc_auc"], gate_passed=True)
+
+
+def mixed_frame(rows: int, seed: int) -> pd.DataFrame:
+    """Churn-like rows with every column type, nulls where the type allows them, and a target
+    ``churned`` a model can learn (the numeric columns drive it)."""
+    rng = np.random.default_rng(seed)
+    spend = rng.uniform(0, 1000, rows)
+    spend[rng.random(rows) < 0.1] = np.nan
+    visits = pd.array(rng.integers(0, 50, rows), dtype="Int64")
+    visits[rng.random(rows) < 0.1] = pd.NA
+    signup = pd.Series(
+        pd.to_datetime("2020-01-01", utc=True)
+        + pd.to_timedelta(rng.integers(0, 2000, rows), unit="D")
+    )
+    signup[rng.random(rows) < 0.1] = pd.NaT
+    tenure = rng.integers(0, 600, rows)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(rows)],
+            "seen_at": signup.fillna(pd.Timestamp("2021-01-01", tz="UTC")),
+            "spend": spend,
+            "score": rng.normal(0, 3, rows),
+            "tenure": tenure,
+            "visits": visits,
+            "autopay": rng.random(rows) < 0.5,
+            "promo": pd.array(rng.random(rows) < 0.3, dtype="boolean"),
+            "plan": rng.choice(["basic", "pro", "enterprise"], rows),
+            "region": rng.choice(["north", "south", None], rows),
+            "channel": rng.choice(["web", "shop"], rows),
+            "signup": signup,
+            "churned": np.where(tenure + rng.normal(0, 100, rows) > 300, "no", "yes"),
+        }
+    )
+
+
+def registered_predictor(root: str, schema: Schema, model: str) -> Predictor:
+    """``model`` (logistic_regression or xgboost) fitted on 300 :func:`mixed_frame` rows of
+    ``schema``'s columns, registered as v1 of "churn" under ``root`` and loaded."""
+    registry = Registry(Storage.from_uri(root), "churn")
+    params = {"C": 1.0} if model == "logistic_regression" else {"max_depth": 3}
+    frame = mixed_frame(300, 1)[schema.names]
+    register_model(registry, frame, schema, model=model, params=params, max_rounds=20)
+    return load_predictor(registry, "v1")
 
 
 def random_rows(rows: int, seed: int = 0) -> pd.DataFrame:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,8 +15,7 @@ from hypothesis import strategies as st
 
 from raymlops.config import ColumnSpec
 from raymlops.data.validation import ColumnIssue, ValidationReport, validate_frame
-from raymlops.predictor import load_predictor
-from raymlops.registry import Registry
+from raymlops.predictor import Predictor
 from raymlops.schema import Schema
 from raymlops.serving.blocks import (
     ROW,
@@ -27,8 +25,7 @@ from raymlops.serving.blocks import (
     predict_block,
     shift_report,
 )
-from raymlops.storage import Storage
-from tests.helpers import register_model
+from tests.helpers import mixed_frame, registered_predictor
 
 SCHEMA = Schema.from_columns(
     {
@@ -45,35 +42,9 @@ SCHEMA = Schema.from_columns(
 INPUTS = SCHEMA.input_columns
 
 
-def _training_frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    spend = rng.uniform(0, 1000, rows)
-    spend[rng.random(rows) < 0.1] = np.nan
-    visits = pd.array(rng.integers(0, 50, rows), dtype="Int64")
-    visits[rng.random(rows) < 0.1] = pd.NA
-    tenure = rng.integers(0, 600, rows)
-    return pd.DataFrame(
-        {
-            "spend": spend,
-            "score": rng.normal(0, 3, rows),
-            "tenure": tenure,
-            "visits": visits,
-            "autopay": rng.random(rows) < 0.5,
-            "promo": pd.array(rng.random(rows) < 0.3, dtype="boolean"),
-            "churned": np.where(tenure + rng.normal(0, 100, rows) > 300, "no", "yes"),
-        }
-    )
-
-
 @pytest.fixture(scope="module", params=["logistic_regression", "xgboost"])
-def predictor(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    registry = Registry(Storage.from_uri(str(tmp_path_factory.mktemp("blocks"))), "churn")
-    params = {"C": 1.0} if request.param == "logistic_regression" else {"max_depth": 3}
-    register_model(
-        registry, _training_frame(300, 1), SCHEMA, model=request.param, params=params,
-        max_rounds=20,
-    )  # fmt: skip
-    return load_predictor(registry, "v1")
+def predictor(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    return registered_predictor(str(tmp_path_factory.mktemp("blocks")), SCHEMA, request.param)
 
 
 def _reference(table: pa.Table, predictor):  # type: ignore[no-untyped-def]
@@ -178,7 +149,7 @@ def test_numpy_check_equals_the_pandas_path(predictor, table: pa.Table) -> None:
 
 
 def test_a_clean_numeric_block_takes_the_numpy_check(predictor) -> None:  # type: ignore[no-untyped-def]
-    block = pa.Table.from_pandas(_training_frame(50, 2).drop(columns="churned"))
+    block = pa.Table.from_pandas(mixed_frame(50, 2)[INPUTS])
     assert numeric_columns(block, SCHEMA, predictor.contract.digest) is not None
     output, report = predict_block(block, predictor)
     assert report.ok
@@ -195,7 +166,7 @@ def test_a_clean_numeric_block_takes_the_numpy_check(predictor) -> None:  # type
 
 
 def test_a_bad_cell_is_named_by_the_pandas_validator(predictor) -> None:  # type: ignore[no-untyped-def]
-    frame = _training_frame(20, 3).drop(columns="churned")
+    frame = mixed_frame(20, 3)[INPUTS]
     frame.loc[7, "tenure"] = 900
     output, report = predict_block(pa.Table.from_pandas(frame), predictor)
     assert output is None

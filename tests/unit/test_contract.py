@@ -15,11 +15,9 @@ from hypothesis import strategies as st
 from raymlops.config import ColumnSpec
 from raymlops.contract import RequestContract, RequestRejected, report_details
 from raymlops.data.validation import validate_frame
-from raymlops.predictor import load_predictor
-from raymlops.registry import Registry
+from raymlops.predictor import Predictor
 from raymlops.schema import Schema
-from raymlops.storage import Storage
-from tests.helpers import register_model
+from tests.helpers import mixed_frame, registered_predictor
 
 SCHEMA = Schema.from_columns(
     {
@@ -42,46 +40,9 @@ SCHEMA = Schema.from_columns(
 CONTRACT = RequestContract(SCHEMA, max_instances=100)
 
 
-def _training_frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    spend = rng.uniform(0, 1000, rows)
-    spend[rng.random(rows) < 0.1] = np.nan
-    visits = pd.array(rng.integers(0, 50, rows), dtype="Int64")
-    visits[rng.random(rows) < 0.1] = pd.NA
-    signup = pd.Series(
-        pd.to_datetime("2020-01-01", utc=True)
-        + pd.to_timedelta(rng.integers(0, 2000, rows), unit="D")
-    )
-    signup[rng.random(rows) < 0.1] = pd.NaT
-    tenure = rng.integers(0, 600, rows)
-    return pd.DataFrame(
-        {
-            "customer_id": [f"c{i}" for i in range(rows)],
-            "seen_at": signup.fillna(pd.Timestamp("2021-01-01", tz="UTC")),
-            "spend": spend,
-            "score": rng.normal(0, 3, rows),
-            "tenure": tenure,
-            "visits": visits,
-            "autopay": rng.random(rows) < 0.5,
-            "promo": pd.array(rng.random(rows) < 0.3, dtype="boolean"),
-            "plan": rng.choice(["basic", "pro", "enterprise"], rows),
-            "region": rng.choice(["north", "south", None], rows),
-            "channel": rng.choice(["web", "shop"], rows),
-            "signup": signup,
-            "churned": np.where(tenure + rng.normal(0, 100, rows) > 300, "no", "yes"),
-        }
-    )
-
-
 @pytest.fixture(scope="module", params=["logistic_regression", "xgboost"])
-def predictor(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    registry = Registry(Storage.from_uri(str(tmp_path_factory.mktemp("contract"))), "churn")
-    params = {"C": 1.0} if request.param == "logistic_regression" else {"max_depth": 3}
-    register_model(
-        registry, _training_frame(300, 1), SCHEMA, model=request.param, params=params,
-        max_rounds=20,
-    )
-    return load_predictor(registry, "v1")
+def predictor(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    return registered_predictor(str(tmp_path_factory.mktemp("contract")), SCHEMA, request.param)
 
 
 _text = st.text(
@@ -238,7 +199,7 @@ def test_a_contract_travels_by_pickle() -> None:
 
 def test_batch_rows_typed_by_the_pandas_validator_take_the_same_kernels(predictor) -> None:  # type: ignore[no-untyped-def]
     """Batch inference converts validated frames to columns: same features, bit for bit."""
-    raw = _training_frame(50, 7).drop(columns=["churned"])
+    raw = mixed_frame(50, 7).drop(columns=["churned"])
     typed = predictor.validate(raw)
     columns = predictor.typed_columns(typed)
     pandas_x = predictor.pipeline.transform(typed).to_numpy(dtype=np.float64)

@@ -2,7 +2,8 @@
 
 FastAPI + pydantic rows, the standardisation read straight from the version's features.json in
 numpy, ``xgboost.Booster.inplace_predict`` with one thread, one uvicorn worker. No raymlops code
-runs here. Usage: ``python benchmarks/baseline_server.py VERSION_DIR NAME PORT``.
+runs here. Usage: ``python benchmarks/baseline_server.py MODEL_DIR NAME PORT``, where MODEL_DIR
+holds the version's model file and features.json (the benchmark exports them from the registry).
 """
 
 import json
@@ -15,11 +16,11 @@ import xgboost as xgb
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-version_dir, name, port = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-features = json.loads((version_dir / "features.json").read_text())
+model_dir, name, port = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+features = json.loads((model_dir / "features.json").read_text())
 encodings, classes = features["encodings"], features["target"]["classes"]
 booster = xgb.Booster()
-booster.load_model(str(version_dir / "model.ubj"))
+booster.load_model(str(model_dir / "model.ubj"))
 booster.set_param({"nthread": 1})
 all_float = all(e["source_type"] == "float" for e in encodings)
 Value = float if all_float else bool | float | str | None  # typed rows: JSON values

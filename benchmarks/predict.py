@@ -73,15 +73,12 @@ def make_rows(path: Path, rows: int, seed: int) -> None:
 
 def register(root: Path) -> tuple[Path, Path]:
     """A project folder with an XGBoost champion on the 30 columns (registered in-process, no
-    Ray); its config and the version's folder."""
+    Ray); its config and the folder with the pandas script's copy of its files."""
     import numpy as np
     import pandas as pd
 
+    from benchmarks.champion import register_champion
     from raymlops.config import load_config
-    from raymlops.registry import Registry
-    from raymlops.schema import Schema
-    from raymlops.storage import Storage
-    from tests.helpers import register_model  # the same in-process registration the tests use
 
     columns = "".join(f"    {name}: {{type: float}}\n" for name in FEATURES)
     config_path = root / "raymlops.yaml"
@@ -96,14 +93,9 @@ def register(root: Path) -> tuple[Path, Path]:
     logit = 1.5 * x[:, 0] - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] + np.sin(2 * x[:, 4])
     frame = pd.DataFrame(x, columns=FEATURES)
     frame[TARGET] = (logit + rng.logistic(size=TRAIN_ROWS) > 0).astype(np.int64)
-    registry = Registry(Storage.from_uri(config.storage), config.name)
-    version = register_model(
-        registry, frame, Schema.from_config(config), model="xgboost",
-        params={"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9},
-        max_rounds=100,
-    )  # fmt: skip
-    registry.promote(version, reason="predict benchmark")
-    return config_path, Path(config.storage) / "models" / config.name / "versions" / version
+    model_dir = root / "baseline-model"  # the pandas script's copy of the model's files
+    register_champion(config, frame, model_dir, reason="predict benchmark")
+    return config_path, model_dir
 
 
 # -- the two sides, each in a child process of its own -------------------------------------------

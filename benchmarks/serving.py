@@ -183,13 +183,11 @@ def prepare(schema: str, workdir: Path) -> dict[str, Any]:
     """Register the schema's XGBoost champion in-process (no Ray); write its request bodies."""
     import pandas as pd
 
+    from benchmarks.champion import register_champion
     from raymlops.config import load_config
     from raymlops.data.sources import load_sklearn_frame
     from raymlops.examples import make_churn, write_example
-    from raymlops.registry import Registry
     from raymlops.schema import Schema
-    from raymlops.storage import Storage
-    from tests.helpers import register_model  # the same in-process registration the tests use
 
     config_path = write_example(workdir, "churn" if schema == "churn" else "breast_cancer")
     config = load_config(config_path)
@@ -199,21 +197,14 @@ def prepare(schema: str, workdir: Path) -> dict[str, Any]:
     else:
         raw = load_sklearn_frame("sklearn:breast_cancer")
         requests = raw.drop(columns=[config.data.target]).sample(100, random_state=1)
-    storage = Storage.from_uri(config.storage)  # load_config resolved it: an absolute path
-    registry = Registry(storage, config.name)
-    version = register_model(
-        registry, raw, Schema.from_config(config), model="xgboost",
-        params={"max_depth": 6, "eta": 0.1, "subsample": 0.9, "colsample_bytree": 0.9},
-        max_rounds=100,
-    )  # fmt: skip
-    registry.promote(version, reason="serving benchmark")
+    version_dir = workdir / "baseline-model"  # the hand-written server's copy of the files
+    version = register_champion(config, raw, version_dir, reason="serving benchmark")
     records = json.loads(requests.to_json(orient="records", date_format="iso"))
     bodies = {}
     for rows in sorted({r for _, r in CELLS}):
         path = workdir / f"body_{rows}.json"
         path.write_text(json.dumps({"instances": records[:rows]}), encoding="utf-8")
         bodies[rows] = str(path)
-    version_dir = Path(config.storage) / "models" / config.name / "versions" / version
     return {
         "schema": schema, "name": config.name, "config": str(config_path), "version": version,
         "version_dir": str(version_dir), "bodies": bodies,
@@ -292,9 +283,8 @@ def summarize(runs: list[dict[str, Any]], mode: str, pairs: int) -> SuiteResult:
         f"Median of {pairs} pair(s) per cell; each pair runs the hand-written server and raymlops "
         "back to back, alternating which goes first; ratio = raymlops / hand-written requests/s "
         "within each pair, then the median. Only 2xx answers are counted.",
-        "The machine is shared with other jobs: 'others' cores' is the CPU the rest of the "
-        "machine used during the cell (from /proc/stat); the load average before the run is in "
-        "the JSON.",
+        "'others' cores' is the CPU the rest of the machine used during the cell (from "
+        "/proc/stat): near 0 when nothing else ran; the load average before the run is below.",
     ]
     for run_ in runs:
         wide = [a for a in run_.get("listening", []) if not is_loopback_host(a.rsplit(":", 1)[0])]

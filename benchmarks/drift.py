@@ -379,8 +379,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                "Evidently and compute_drift each run in a forked child before Ray starts, alone "
                "on the cores. Peak MiB: the child's peak resident memory, the window and "
                "reference it inherited included (the parent's resident memory at the fork is "
-               "given beside it; Evidently's sampled sub-frames are built in its child).",
-               "The machine is shared with other jobs."],
+               "given beside it; Evidently's sampled sub-frames are built in its child)."],
         extra={"points": points, "goals": {"ratio": GOAL_RATIO, "agreement": GOAL_AGREEMENT},
                "packages": _versions(), "python": platform.python_version()},
     )  # fmt: skip

@@ -101,8 +101,7 @@ def run(mode: str, address: str | None = None) -> SuiteResult:
                "ASHA: both sides get grace period 3 reports, reduction factor 3 and max_t the "
                "trial's reports; stock ASHA decides by arrival order and raymlops in trial "
                "order, so they may stop different trials (reports run: raymlops / stock). The "
-               "stock script keeps Tune's defaults (loggers on, no actor reuse).",
-               "The machine is shared with other jobs."]
+               "stock script keeps Tune's defaults (loggers on, no actor reuse)."]
               + ([f"--address {address}: both Tune searches ran on that cluster; the process "
                   "pool on this machine."] if address else []),
         extra={"tune_overhead": report},

@@ -1,6 +1,7 @@
 """The training benchmark's verdicts (pure): the issue's goals from its cells, and what the
 two-node cell must show. The cells themselves run in the quick benchmark test (integration)
-and, for the cluster cell, by hand: ``benchmarks/train.py --two-nodes``."""
+and, for the cluster cell, by hand: ``benchmarks/train.py --two-nodes`` (or the end of
+``--full``)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,23 @@ def test_two_node_cell_names_each_thing_it_misses() -> None:
     assert one_holds_all == ["a worker held every fit row: [1000, 0]"]
     far = two_node_problems(one, _run(0.8700, [("a", 500), ("b", 500)]), 0.005)
     assert far == ["holdout AUC 2 workers vs 1 differs by 0.0100 > 0.005"]
+
+
+def test_the_full_runs_cluster_cell_is_the_last_goal() -> None:
+    """--full ends with the data-parallel cell on 2 nodes: its verdict is a goal of the run."""
+    one = _run(0.8600, [("a", 1000)])
+    for two, met in (
+        (_run(0.8610, [("a", 500), ("b", 500)]), True),
+        (_run(0.8610, [("a", 1000), ("b", 0)]), False),
+    ):
+        cell = {
+            "runs": {1: one, 2: two},
+            "auc_gap": 0.001,
+            "problems": two_node_problems(one, two, 0.005),
+        }
+        (found,) = goals([], cell)
+        assert found["goal"] == (
+            "a data-parallel trial on 2 nodes trains on data no worker holds in full"
+        )
+        assert found["met"] is met
+        assert "on 2 nodes" in found["measured"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -534,6 +535,73 @@ def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
         )
     finally:
         serve.delete("fault")
+
+
+def test_while_the_only_replica_restarts_clients_are_answered_or_told_to_retry(
+    served: tuple[Path, str],
+) -> None:
+    """The one replica of an app is killed under load: while Serve starts another, HAProxy has
+    no ingress replica (its backup is the fallback Serve proxy). Each answer is then a 200 or a
+    503 with Retry-After; only the requests in flight at the kill may fail otherwise (Ray's
+    500 for a connection the replica dropped), and answers come back once it is up."""
+    import asyncio
+    import time
+
+    import ray
+    from ray import serve
+
+    config_path, url = served
+    config = load_config(config_path)
+    one = config.serving.autoscaling.model_copy(update={"min_replicas": 1, "max_replicas": 1})
+    serving = config.serving.model_copy(update={"autoscaling": one})
+    serve.run(
+        build_application(config.model_copy(update={"serving": serving})),
+        name="restart",
+        route_prefix="/restart",
+    )
+    connections = 4
+    try:
+        (replica,) = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if "restart#model#" in a["name"]
+        ]
+        instances = _instances(2, seed=53)
+        answers: list[tuple[float, int, str | None]] = []
+
+        async def client_loop(until: float) -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                while time.monotonic() < until:
+                    try:
+                        response = await client.post(
+                            f"{url}/restart/v1/models/churn:predict", json={"instances": instances}
+                        )
+                        retry = response.headers.get("Retry-After")
+                        answers.append((time.monotonic(), response.status_code, retry))
+                        if response.status_code == 503:
+                            await asyncio.sleep(0.05)  # a client that backs off a little
+                    except httpx.TransportError:
+                        answers.append((time.monotonic(), 0, None))
+
+        async def run() -> float:
+            loops = [asyncio.create_task(client_loop(time.monotonic() + 25)) for _ in range(connections)]
+            await asyncio.sleep(3)
+            killed = time.monotonic()
+            victim = ray.get_actor(replica["name"], namespace=replica["namespace"])
+            ray.kill(victim, no_restart=True)
+            await asyncio.gather(*loops)
+            return killed
+
+        killed = asyncio.run(run())
+    finally:
+        serve.delete("restart")
+    statuses = Counter(status for _, status, _ in answers)
+    other = [s for _, s, _ in answers if s not in (200, 503)]
+    assert len(other) <= connections, f"only requests in flight at the kill fail: {statuses}"
+    assert all(retry == "1" for _, s, retry in answers if s == 503), "503s say when to retry"
+    assert any(s == 200 for t, s, _ in answers if t < killed), "answered before the kill"
+    last = max(t for t, _, _ in answers)
+    assert any(s == 200 for t, s, _ in answers if t > last - 3), f"answered again: {statuses}"
 
 
 def test_canary_through_serve_splits_by_request_id_and_logs_both_versions(

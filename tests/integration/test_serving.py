@@ -470,6 +470,36 @@ def test_promotion_and_rollback_under_load_swap_versions_without_errors(
     assert httpx.get(f"{url}/v1/models/churn", timeout=10).json()["model_version"] == "v1"
 
 
+def _model_replicas(app: str) -> list[dict]:
+    """The named actors of ``app``'s model deployment's replicas."""
+    import ray
+
+    return [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if f"{app}#model#" in a["name"]
+    ]
+
+
+async def _post_until(
+    target: str, instances: list[dict], until: float, answers: list[tuple[float, int, str | None]]
+) -> None:
+    """One client posting ``instances`` back to back until ``until`` (monotonic); each answer
+    as (time, status, Retry-After), status 0 for a dropped connection. On a 503 it waits
+    50 ms, as a client that backs off would."""
+    import asyncio
+    import time
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.monotonic() < until:
+            try:
+                response = await client.post(target, json={"instances": instances})
+                retry = response.headers.get("Retry-After")
+                answers.append((time.monotonic(), response.status_code, retry))
+                if response.status_code == 503:
+                    await asyncio.sleep(0.05)
+            except httpx.TransportError:
+                answers.append((time.monotonic(), 0, None))
+
+
 def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
     served: tuple[Path, str],
 ) -> None:
@@ -495,29 +525,18 @@ def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
         route_prefix="/fault",
     )
     try:
-        replicas = [
-            a
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if "fault#model#" in a["name"]
-        ]
+        replicas = _model_replicas("fault")
         assert len(replicas) == 2, replicas
         instances = _instances(2, seed=51)
-        answers: list[tuple[float, int]] = []
-
-        async def client_loop(until: float) -> None:
-            async with httpx.AsyncClient(timeout=30) as client:
-                while time.monotonic() < until:
-                    try:
-                        response = await client.post(
-                            f"{url}/fault/v1/models/churn:predict", json={"instances": instances}
-                        )
-                        answers.append((time.monotonic(), response.status_code))
-                    except httpx.TransportError:
-                        answers.append((time.monotonic(), 0))
+        answers: list[tuple[float, int, str | None]] = []
+        target = f"{url}/fault/v1/models/churn:predict"
 
         async def run() -> float:
             start = time.monotonic()
-            loops = [asyncio.create_task(client_loop(start + 20)) for _ in range(4)]
+            loops = [
+                asyncio.create_task(_post_until(target, instances, start + 20, answers))
+                for _ in range(4)
+            ]
             await asyncio.sleep(5)
             victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
             ray.kill(victim, no_restart=True)
@@ -525,11 +544,11 @@ def test_killing_one_of_two_replicas_under_load_loses_under_one_percent(
             return start
 
         start = asyncio.run(run())
-        failed = sum(1 for _, status in answers if status != 200)
+        failed = sum(1 for _, status, _ in answers if status != 200)
         assert len(answers) > 100, "a steady load ran"
         assert failed / len(answers) < 0.01, f"{failed} of {len(answers)} failed"
-        before = sum(1 for t, s in answers if start + 1 <= t < start + 5 and s == 200) / 4
-        after = sum(1 for t, s in answers if start + 15 <= t < start + 20 and s == 200) / 5
+        before = sum(1 for t, s, _ in answers if start + 1 <= t < start + 5 and s == 200) / 4
+        after = sum(1 for t, s, _ in answers if start + 15 <= t < start + 20 and s == 200) / 5
         assert after >= 0.5 * before, (
             f"throughput recovers: {before:.0f}/s before, {after:.0f}/s at the end"
         )
@@ -561,30 +580,17 @@ def test_while_the_only_replica_restarts_clients_are_answered_or_told_to_retry(
     )
     connections = 4
     try:
-        (replica,) = [
-            a
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if "restart#model#" in a["name"]
-        ]
+        (replica,) = _model_replicas("restart")
         instances = _instances(2, seed=53)
         answers: list[tuple[float, int, str | None]] = []
-
-        async def client_loop(until: float) -> None:
-            async with httpx.AsyncClient(timeout=30) as client:
-                while time.monotonic() < until:
-                    try:
-                        response = await client.post(
-                            f"{url}/restart/v1/models/churn:predict", json={"instances": instances}
-                        )
-                        retry = response.headers.get("Retry-After")
-                        answers.append((time.monotonic(), response.status_code, retry))
-                        if response.status_code == 503:
-                            await asyncio.sleep(0.05)  # a client that backs off a little
-                    except httpx.TransportError:
-                        answers.append((time.monotonic(), 0, None))
+        target = f"{url}/restart/v1/models/churn:predict"
 
         async def run() -> float:
-            loops = [asyncio.create_task(client_loop(time.monotonic() + 25)) for _ in range(connections)]
+            until = time.monotonic() + 25
+            loops = [
+                asyncio.create_task(_post_until(target, instances, until, answers))
+                for _ in range(connections)
+            ]
             await asyncio.sleep(3)
             killed = time.monotonic()
             victim = ray.get_actor(replica["name"], namespace=replica["namespace"])

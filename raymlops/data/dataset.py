@@ -33,12 +33,14 @@ from raymlops.schema import Schema
 
 __all__ = [
     "ROW_ID",
+    "RowSample",
     "SplitBlocks",
     "ValidatedData",
     "load_split",
     "overlap_from_digests",
     "load_validated",
     "merge_samples",
+    "reference_sample",
     "sample_candidates",
     "sample_rows",
     "split",
@@ -246,6 +248,15 @@ def sample_rows(dataset: ray.data.Dataset, rows: int, *, seed: int) -> pd.DataFr
 BlockSummary = Callable[[pd.DataFrame], Any]
 
 
+@dataclass(frozen=True)
+class RowSample:
+    """A deterministic sample of ``rows`` training rows: the smallest hashes of their row
+    numbers with ``seed`` (the drift reference; equal to :func:`sample_rows`)."""
+
+    rows: int
+    seed: int
+
+
 #: a timestamp column's [min, max] on each side of the split, as ns since the epoch (UTC)
 TimeRange = tuple[int, int]
 
@@ -255,12 +266,15 @@ class SplitBlocks:
     """Typed rows validated and split in one pass, as blocks in the object store.
 
     ``train`` and ``holdout`` are ObjectRefs of typed frames (with :data:`ROW_ID`);
-    ``summaries`` holds what ``summarize`` returned for each block's training rows.
+    ``summaries`` holds what ``summarize`` returned for each block's training rows;
+    ``candidates``, each block's candidates for the :class:`RowSample` (ObjectRefs: they are
+    merged in a task by :func:`reference_sample`, never in the driver).
     """
 
     train: list[Any]
     holdout: list[Any]
     summaries: list[Any]
+    candidates: list[Any]
     #: per-row hashes of each block (raymlops.data.checks.digest_block), in the object store
     digests: list[Any]
     report: ValidationReport
@@ -296,17 +310,20 @@ def _split_side(
     schema: Schema,
     offset: int,
     summarize: BlockSummary | None,
+    sample: RowSample | None,
     time_columns: list[str],
 ) -> tuple[Any, ...]:
-    """One validated block cut by ``holdout``: the two sides, counts and summary, digests."""
+    """One validated block cut by ``holdout``: the two sides, counts and summary, digests and
+    sample candidates."""
     digest = digest_block(typed, schema, row_offset=offset, holdout=holdout)
     train, held = typed[~holdout], typed[holdout]
     summary = summarize(train) if summarize is not None else None
+    candidates = sample_candidates(train, sample.rows, seed=sample.seed) if sample else None
     ranges = {}
     for column in time_columns:
         ns, known = _nanoseconds(typed[column])
         ranges[column] = (_range(ns[known & ~holdout]), _range(ns[known & holdout]))
-    return train, held, (len(train), len(held), summary, ranges), digest
+    return train, held, (len(train), len(held), summary, ranges), digest, candidates
 
 
 def _typed_block(block: Any, schema: Schema, offset: int) -> tuple[pd.DataFrame, ValidationReport]:
@@ -318,17 +335,19 @@ def _typed_block(block: Any, schema: Schema, offset: int) -> tuple[pd.DataFrame,
     return typed, report
 
 
-@ray.remote(num_returns=5)
+@ray.remote(num_returns=6)
 def _validate_split_block(  # type: ignore[no-untyped-def]
-    block, schema_dict: dict, offset: int, fraction: float, seed: int, summarize
+    block, schema_dict: dict, offset: int, fraction: float, seed: int, summarize, sample
 ):
     schema = Schema.from_dict(schema_dict)
     typed, report = _typed_block(block, schema, offset)
     if not report.ok:  # the run stops at the merged report: no rows travel further
-        return None, None, report, (0, 0, None, {}), None
+        return None, None, report, (0, 0, None, {}), None, None
     mask = holdout_mask(typed[ROW_ID].to_numpy(), fraction=fraction, seed=seed)
-    train, held, counts, digest = _split_side(typed, mask, schema, offset, summarize, [])
-    return train, held, report, counts, digest
+    train, held, counts, digest, candidates = _split_side(
+        typed, mask, schema, offset, summarize, sample, []
+    )
+    return train, held, report, counts, digest, candidates
 
 
 @ray.remote(num_returns=3)
@@ -348,15 +367,22 @@ def _validate_sketch_block(block, schema_dict: dict, offset: int, column: str): 
     return typed, report, sketch
 
 
-@ray.remote(num_returns=4)
+@ray.remote(num_returns=5)
 def _cut_block(  # type: ignore[no-untyped-def]
-    typed, schema_dict: dict, offset: int, column: str, cut: int, summarize, time_columns: list
+    typed,
+    schema_dict: dict,
+    offset: int,
+    column: str,
+    cut: int,
+    summarize,
+    sample,
+    time_columns: list,
 ):
     """Pass two of a time split, on the typed block (no second read): after ``cut`` is held out."""
     ns, known = _nanoseconds(typed[column])
     holdout = known & (ns > cut)
     return _split_side(
-        typed, holdout, Schema.from_dict(schema_dict), offset, summarize, time_columns
+        typed, holdout, Schema.from_dict(schema_dict), offset, summarize, sample, time_columns
     )
 
 
@@ -367,6 +393,7 @@ def load_split(
     fraction: float,
     seed: int,
     summarize: BlockSummary | None = None,
+    sample: RowSample | None = None,
     time_column: str | None = None,
 ) -> SplitBlocks:
     """Read, validate and split ``source`` in one pass over its blocks, in Ray tasks.
@@ -374,7 +401,9 @@ def load_split(
     Each task validates one block (global row numbers in the report), splits it by
     :func:`~raymlops.data.split.holdout_mask` exactly like :func:`split`, and applies
     ``summarize`` to its training rows (statistics, sample candidates): the rows stay in the
-    object store, only reports, counts and summaries come back.
+    object store, only reports, counts and summaries come back. With ``sample``, each task
+    also keeps its block's candidates for that sample in the object store
+    (:func:`reference_sample` merges them).
 
     With ``time_column`` (``split.by: time``) the file is still read once: the validating tasks
     also return a quantile sketch of the column, the driver picks the cut from the sketches
@@ -395,7 +424,9 @@ def load_split(
     cut = None
     if time_column is None:
         outputs = [
-            _validate_split_block.remote(ref, schema_dict, offset, fraction, seed, summarize_ref)
+            _validate_split_block.remote(
+                ref, schema_dict, offset, fraction, seed, summarize_ref, sample
+            )
             for ref, offset in zip(block_refs, offsets, strict=True)
         ]
         del block_refs  # the raw blocks are freed once their tasks are done
@@ -403,10 +434,11 @@ def load_split(
         if not report.ok:
             raise DataValidationError(report.render(), report=report)
         counts = ray.get([out[3] for out in outputs])
-        train, holdout, digests = (
+        train, holdout, digests, candidates = (
             [out[0] for out in outputs],
             [out[1] for out in outputs],
             [out[4] for out in outputs],
+            [out[5] for out in outputs],
         )
     else:
         typed = [
@@ -432,15 +464,18 @@ def load_split(
             and schema.columns[c].type == "datetime"
         ]
         outputs = [
-            _cut_block.remote(out[0], schema_dict, offset, time_column, cut, summarize_ref, stamps)
+            _cut_block.remote(
+                out[0], schema_dict, offset, time_column, cut, summarize_ref, sample, stamps
+            )
             for out, offset in zip(typed, offsets, strict=True)
         ]
         del typed
         counts = ray.get([out[2] for out in outputs])
-        train, holdout, digests = (
+        train, holdout, digests, candidates = (
             [out[0] for out in outputs],
             [out[1] for out in outputs],
             [out[3] for out in outputs],
+            [out[4] for out in outputs],
         )
     ranges: dict[str, tuple[TimeRange | None, TimeRange | None]] = {}
     for *_, block_ranges in counts:
@@ -451,6 +486,7 @@ def load_split(
         train=train,
         holdout=holdout,
         summaries=[summary for _, _, summary, _ in counts],
+        candidates=candidates if sample is not None else [],
         digests=digests,
         report=report,
         source=source,
@@ -491,6 +527,20 @@ def merge_samples(candidates: list[pd.DataFrame], rows: int) -> pd.DataFrame:
     if len(frame) > rows:
         frame = frame.nsmallest(rows, "__key")
     return frame.drop(columns="__key").sort_values(ROW_ID).reset_index(drop=True)
+
+
+@ray.remote
+def _merge_samples(rows: int, *candidates: pd.DataFrame) -> pd.DataFrame:
+    return merge_samples(list(candidates), rows)
+
+
+def reference_sample(data: SplitBlocks, sample: RowSample) -> pd.DataFrame:
+    """The :class:`RowSample` of ``data``'s training rows, merged in a Ray task from the
+    blocks' candidates: the driver receives ``sample.rows`` rows, not ``rows`` per block
+    (at 20M rows the candidates are ~400,000 rows, a few hundred MB once concatenated)."""
+    if not data.candidates:
+        raise ValueError("load_split ran without a sample")
+    return ray.get(_merge_samples.remote(sample.rows, *data.candidates))
 
 
 @ray.remote

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from raymlops.config import ProjectConfig
-from raymlops.data.dataset import ROW_ID, SplitBlocks, load_split, merge_samples, sample_candidates
+from raymlops.data.dataset import ROW_ID, RowSample, SplitBlocks, load_split, reference_sample
 from raymlops.errors import DataValidationError
 from raymlops.features.fit import (
     BlockStats,
@@ -59,19 +59,9 @@ class Prepared:
     workers: WorkerPlan  # Ray Train workers per XGBoost trial, and why
 
 
-@dataclass(frozen=True)
-class _Summary:
-    """What one block's task sends back: statistics and reference-sample candidates."""
-
-    stats: BlockStats
-    candidates: pd.DataFrame
-
-
-def _summarizer(schema: Schema, reference_rows: int, seed: int) -> Any:
-    def summarize(train: pd.DataFrame) -> _Summary:
-        return _Summary(
-            block_stats(train, schema), sample_candidates(train, reference_rows, seed=seed)
-        )
+def _summarizer(schema: Schema) -> Any:
+    def summarize(train: pd.DataFrame) -> BlockStats:
+        return block_stats(train, schema)
 
     return summarize
 
@@ -85,14 +75,15 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
     """
     split = config.data.split
     with stages.stage("read and validate data (one pass: split, statistics, sample)") as note:
-        summarize = _summarizer(schema, config.data.reference_rows, split.seed + 7)
+        sample = RowSample(config.data.reference_rows, split.seed + 7)
         time_column = config.data.split_time_column
         data = load_split(
             source,
             schema,
             fraction=split.test_fraction,
             seed=split.seed,
-            summarize=summarize,
+            summarize=_summarizer(schema),
+            sample=sample,
             time_column=time_column,
         )
         rows = RowCounts(data.rows, data.train_rows, data.holdout_rows)
@@ -107,15 +98,13 @@ def prepare(config: ProjectConfig, schema: Schema, source: str, stages: StageLog
         )
         _check_split(rows)
     with stages.stage("fit features (merged block statistics)") as note:
-        pipeline = pipeline_from_blocks([s.stats for s in data.summaries], schema)
+        pipeline = pipeline_from_blocks(data.summaries, schema)
         n_classes = _check_classes(schema, pipeline)
-        reference = merge_samples(
-            [s.candidates for s in data.summaries], config.data.reference_rows
-        )
+        reference = reference_sample(data, sample)
+        data.candidates.clear()  # frees them in the object store
         class_counts: Counter = Counter()
-        for summary in data.summaries:
-            class_counts.update(summary.stats.classes)
-        data.summaries.clear()  # the candidates are not needed any more
+        for stats in data.summaries:
+            class_counts.update(stats.classes)
         note["detail"] = (
             f"{len(pipeline.feature_names)} features from {len(schema.feature_columns)} columns"
         )

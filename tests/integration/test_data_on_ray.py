@@ -150,8 +150,13 @@ def test_one_pass_split_statistics_and_sample_equal_the_separate_passes(
     reference sample and transformed rows as Ray Data's separate passes and pandas."""
     import ray
 
-    from raymlops.data.dataset import load_split, merge_samples, sample_candidates, sample_rows
-    from raymlops.features.fit import block_stats, pipeline_from_blocks, transform_blocks
+    from raymlops.data.dataset import RowSample, load_split, reference_sample, sample_rows
+    from raymlops.features.fit import (
+        BlockStats,
+        block_stats,
+        pipeline_from_blocks,
+        transform_blocks,
+    )
 
     if kind == "parquet":
         for part in range(3):
@@ -160,10 +165,13 @@ def test_one_pass_split_statistics_and_sample_equal_the_separate_passes(
             )
     source = str(three_files / f"part-*.{kind}")
 
-    def summarize(train: pd.DataFrame) -> tuple:
-        return block_stats(train, SCHEMA), sample_candidates(train, 500, seed=7)
+    def summarize(train: pd.DataFrame) -> BlockStats:
+        return block_stats(train, SCHEMA)
 
-    one_pass = load_split(source, SCHEMA, fraction=0.25, seed=1, summarize=summarize)
+    sample = RowSample(500, seed=7)
+    one_pass = load_split(
+        source, SCHEMA, fraction=0.25, seed=1, summarize=summarize, sample=sample
+    )
     data = load_validated(source, SCHEMA)
     train_ds, holdout_ds = split(data.dataset, fraction=0.25, seed=1)
     train = pd.concat(ray.get(one_pass.train), ignore_index=True)
@@ -176,10 +184,10 @@ def test_one_pass_split_statistics_and_sample_equal_the_separate_passes(
         len(holdout),
     )
     assert one_pass.digest == data.digest
-    pipeline = pipeline_from_blocks([s for s, _ in one_pass.summaries], SCHEMA)
+    pipeline = pipeline_from_blocks(one_pass.summaries, SCHEMA)
     assert_stats_match(pipeline.stats, train, SCHEMA)
     assert pipeline.target.classes == ["no", "yes"]
-    reference = merge_samples([c for _, c in one_pass.summaries], 500)
+    reference = reference_sample(one_pass, sample)
     # the same rows and values; Ray Data's own round trip types text as string[pyarrow]
     pd.testing.assert_frame_equal(reference, sample_rows(train_ds, 500, seed=7), check_dtype=False)
     arrays = transform_blocks(

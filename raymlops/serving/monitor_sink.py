@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    from raymlops.serving.prediction_log import LoggedRows
 
 __all__ = ["NAMESPACE", "MonitorSink", "find_monitor", "monitor_name"]
 
@@ -53,7 +54,7 @@ class MonitorSink:
         self._monitor: Any | None = None
         self._looked_up = float("-inf")
 
-    def write(self, rows: pa.Table) -> None:
+    def write(self, rows: LoggedRows) -> None:
         if self._monitor is None and time.monotonic() - self._looked_up >= self.lookup_s:
             self._looked_up = time.monotonic()
             self._monitor = find_monitor(self.model)
@@ -61,7 +62,7 @@ class MonitorSink:
             self.unmonitored_rows += rows.num_rows
             return
         try:
-            self._monitor.ingest.remote(rows)
+            self._monitor.ingest.remote(rows.table)
         except Exception:  # the actor is gone for good: look it up again later
             self._monitor = None
             self.unmonitored_rows += rows.num_rows

@@ -15,9 +15,11 @@ import pyarrow as pa
 from raymlops.config import PredictionLogConfig
 from raymlops.contract import Columns
 from raymlops.serving.prediction_log import (
+    LoggedRows,
     ParquetSink,
     PredictionLog,
     ServedBatch,
+    join_batches,
     log_tables,
 )
 from raymlops.storage import Storage
@@ -72,7 +74,7 @@ class _SlowSink:
         self.release = threading.Event()
         self.rows = 0
 
-    def write(self, rows: pa.Table) -> None:
+    def write(self, rows: LoggedRows) -> None:
         self.release.wait(10)
         self.rows += rows.num_rows
 
@@ -96,7 +98,7 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
 
 
 class _BrokenSink:
-    def write(self, rows: pa.Table) -> None:
+    def write(self, rows: LoggedRows) -> None:
         raise OSError("disk full")
 
     def flush(self, *, force: bool = False) -> None:
@@ -166,7 +168,8 @@ def test_a_lone_surrogate_is_written_escaped_not_lost(tmp_path: Path) -> None:
     sink = ParquetSink(Storage.from_uri(str(tmp_path)), "churn", flush_rows=1)
     served = batch(2)
     served.records.data["plan"][1] = "bad\ud800"
-    sink.write(served.to_table())
+    (rows,) = join_batches([served])
+    sink.write(rows)
     written = pd.concat(
         [pd.read_parquet(f) for f in (tmp_path / "predictions" / "churn").rglob("*.parquet")]
     )
@@ -210,7 +213,7 @@ def test_partitions_past_the_retention_are_deleted_by_the_sink(tmp_path: Path) -
     settings = PredictionLogConfig(retention_days=7, flush_rows=4).model_dump()
     today = dt.datetime(2026, 1, 10, 12, tzinfo=dt.timezone.utc)
     sink = ParquetSink.from_settings(storage, "churn", settings, clock=lambda: today)
-    sink.write(batch(4).to_table())
+    sink.write(join_batches([batch(4)])[0])
     assert sorted(p.name for p in root.iterdir()) == [
         "date=2026-01-03",  # exactly 7 days old: kept
         "date=2026-01-10",  # today's rows
@@ -222,7 +225,9 @@ def test_partitions_past_the_retention_are_deleted_by_the_sink(tmp_path: Path) -
 
 def test_id_columns_are_left_out_of_the_log_with_log_ids_false(tmp_path: Path) -> None:
     storage = Storage.from_uri(str(tmp_path))
-    rows = batch(4).to_table().append_column("customer_id", pa.array(["a", "b", "c", "d"]))
+    served = batch(4)
+    served.records.data["customer_id"] = np.array(["a", "b", "c", "d"], dtype=object)
+    (rows,) = join_batches([served])
     for log_ids, expected in ((True, True), (False, False)):
         settings = PredictionLogConfig(log_ids=log_ids, flush_rows=4).model_dump()
         sink = ParquetSink.from_settings(
@@ -315,9 +320,9 @@ def test_a_swap_to_other_columns_starts_a_new_file(tmp_path: Path) -> None:
 
 class _CountingSink:
     def __init__(self) -> None:
-        self.frames: list[pa.Table] = []
+        self.frames: list[LoggedRows] = []
 
-    def write(self, rows: pa.Table) -> None:
+    def write(self, rows: LoggedRows) -> None:
         self.frames.append(rows)
 
     def flush(self, *, force: bool = False) -> None:

@@ -69,6 +69,8 @@ CLUSTER = "cluster"
 _NO_HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
 #: the preset that serves with the prediction log (and the monitor's feed) off
 NO_LOG = "no-prediction-log"
+#: the route of the second app of the log's A/B (the same model with the log off)
+LOG_OFF_PREFIX = "/log-off"
 PRESETS: dict[str, dict[str, str]] = {
     # what a local Ray started by raymlops runs with (ensure_ray)
     "default": {**LOCAL_RAY_ENV, **HAPROXY_INGRESS_ENV},
@@ -79,7 +81,8 @@ PRESETS: dict[str, dict[str, str]] = {
     "proxy-actor-calls": {**LOCAL_RAY_ENV, **_NO_HAPROXY, "RAY_SERVE_PROXY_USE_GRPC": "0"},
     "direct-ingress": {**_TO, **_NO_HAPROXY, "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"},
     "ray-defaults": dict(_NO_HAPROXY),
-    # the default with serving.prediction_log.enabled: false, to price the log (issue 16: <= 5%)
+    # the default with serving.prediction_log.enabled: false (--prediction-log off; the log's
+    # cost itself is measured by the A/B of two apps on one Ray, see run_log_ab)
     NO_LOG: {**LOCAL_RAY_ENV, **HAPROXY_INGRESS_ENV},
 }
 # (schema, preset) runs per mode; presets are compared on float30, the issue's goal schema
@@ -91,7 +94,6 @@ PLANS = {
         ("float30", "serve-proxy"),
         ("float30", "proxy-actor-calls"),
         ("float30", "direct-ingress"),
-        ("float30", NO_LOG),
     ],  # fmt: skip
     "full": [(s, p) for p in PRESETS for s in ("float30", "churn")],
 }
@@ -100,6 +102,9 @@ TIMING = {  # pairs per cell, warm-up and measured seconds per side
     "standard": (3, 1, 5),
     "full": (5, 2, 8),
 }
+#: pairs per cell of the prediction log's A/B (log on, log off; float30, preset default): the
+#: cost is a few percent, so it needs more pairs than the ratios against the baseline
+LOG_AB_PAIRS = {"quick": 1, "standard": 8, "full": 12}
 
 WRK_SCRIPT = """\
 local f = assert(io.open("{body}", "rb"))
@@ -153,6 +158,8 @@ def run(mode: str, address: str | None = None, prediction_log: str | None = None
             spec = {
                 "preset": preset, "env": PRESETS.get(preset, {}), "address": address,
                 "pairs": pairs, "warmup": warmup,
+                "log_ab_pairs": LOG_AB_PAIRS[mode]
+                if preset == "default" and prediction_log is None else 0,
                 "duration": duration, "workdir": str(workdir / f"run-{preset}"),
                 "projects": [projects[s] for s, p in plan if p == preset],
             }  # fmt: skip
@@ -297,7 +304,8 @@ def summarize(runs: list[dict[str, Any]], mode: str, pairs: int) -> SuiteResult:
     fastest = _fastest_preset({k: v for k, v in ratios.items() if k[1] != NO_LOG})
     if fastest:
         notes.append(fastest)
-    log_cost = prediction_log_cost(ratios)
+    ab = [c for r in runs for b in r["schemas"] for c in b.get("log_ab", [])]
+    log_cost = prediction_log_cost(ab)
     if log_cost:
         notes.append(log_cost)
     headline = _headline(ratios, p50)
@@ -339,22 +347,31 @@ def _fastest_preset(ratios: dict[tuple[str, str, int, int], float]) -> str:
             "'others' cores' stayed low.")  # fmt: skip
 
 
-def prediction_log_cost(ratios: dict[tuple[str, str, int, int], float]) -> str:
-    """The prediction log's share of throughput on float30: 1 - ratio(default) / ratio(log
-    off) per cell. Each preset's ratio is against its own paired hand-written cells, so the
-    two are comparable even when the machine's speed drifted between them."""
-    costs = [
-        (conc, rows, 1 - ratios[("float30", "default", conc, rows)] / off)
-        for conc, rows in CELLS
-        if ("float30", "default", conc, rows) in ratios
-        and (off := ratios.get(("float30", NO_LOG, conc, rows)))
-    ]
+def log_costs(cells: list[dict[str, Any]]) -> dict[tuple[int, int], float]:
+    """The prediction log's share of throughput per (connections, rows) cell of the A/B:
+    the median over pairs of 1 - requests/s with the log on / with it off."""
+    costs = {}
+    for conc, rows in CELLS:
+        pairs: dict[int, dict[str, float]] = {}
+        for c in cells:
+            if (c["connections"], c["rows"]) == (conc, rows):
+                pairs.setdefault(c["pair"], {})[c["side"]] = c["rps"]
+        shares = [1 - p["on"] / p["off"] for p in pairs.values() if p.get("off") and "on" in p]
+        if shares:
+            costs[(conc, rows)] = statistics.median(shares)
+    return costs
+
+
+def prediction_log_cost(cells: list[dict[str, Any]]) -> str:
+    """The note on the prediction log's cost, from the A/B cells (float30, preset default)."""
+    costs = log_costs(cells)
     if not costs:
         return ""
-    cells = ", ".join(f"c{c} {r}-row {cost:+.1%}" for c, r, cost in costs)
-    return (f"The prediction log's cost on float30 (preset default against {NO_LOG}, the "
-            f"share of requests/s it takes; negative: within noise): {cells} (goal: at most "
-            "5%).")  # fmt: skip
+    pairs = max(c["pair"] for c in cells) + 1
+    listed = ", ".join(f"c{c} {r}-row {cost:+.1%}" for (c, r), cost in costs.items())
+    return (f"The prediction log's cost on float30 (the same model served twice on one Ray, "
+            f"log on and log off, {pairs} alternated pair(s) per cell; the share of requests/s "
+            f"it takes, negative: within noise): {listed} (goal: at most 5%).")  # fmt: skip
 
 
 def _headline(ratios: dict[tuple[str, str, int, int], float], p50: dict) -> str:
@@ -410,9 +427,7 @@ def run_schema(project: dict[str, Any], serve_base: str, spec: dict[str, Any],
     with baseline_server(Path(project["version_dir"]), name) as hand:
         config = load_config(project["config"])
         if spec["preset"] == NO_LOG:
-            log = config.serving.prediction_log.model_copy(update={"enabled": False})
-            serving = config.serving.model_copy(update={"prediction_log": log})
-            config = config.model_copy(update={"serving": serving})
+            config = without_log(config)
         started = time.perf_counter()
         serve.run(build_application(config), name=app, route_prefix="/")
         wait_ready(serve_base + "/readyz", 180)
@@ -434,8 +449,47 @@ def run_schema(project: dict[str, Any], serve_base: str, spec: dict[str, Any],
                                   f"{side:<9} {cell['rps']:8.1f} rps p50 {cell['p50_ms']:7.2f} ms "
                                   f"others {cell['cpu_others']:.2f} cores", flush=True)  # fmt: skip
             block["replicas"] = samples
+            if spec.get("log_ab_pairs") and project["schema"] == "float30":
+                block["log_ab"] = run_log_ab(config, app, urls["raymlops"], bodies, spec, workdir)
         serve.delete(app)
     return block
+
+
+def without_log(config: Any) -> Any:
+    """``config`` with ``serving.prediction_log.enabled: false``."""
+    log = config.serving.prediction_log.model_copy(update={"enabled": False})
+    serving = config.serving.model_copy(update={"prediction_log": log})
+    return config.model_copy(update={"serving": serving})
+
+
+def run_log_ab(
+    config: Any, app: str, on_url: str, bodies: dict[int, Path], spec: dict[str, Any],
+    workdir: Path,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The prediction log's cost: the same model served twice on this Ray, with the log on
+    (``app``) and off (a second app under :data:`LOG_OFF_PREFIX`), each cell in alternated
+    pairs. Two apps on one Ray share the machine's state, so the pairs differ only by the log
+    (runs of separate presets drifted by more than the log costs)."""
+    from ray import serve
+
+    from raymlops.serving.app import build_application
+
+    off_app = f"{app}-log-off"
+    serve.run(build_application(without_log(config)), name=off_app, route_prefix=LOG_OFF_PREFIX)
+    base = on_url.split("/v1/", 1)[0]
+    wait_ready(base + LOG_OFF_PREFIX + "/readyz", 180)
+    urls = {"on": on_url, "off": base + LOG_OFF_PREFIX + "/v1/" + on_url.split("/v1/", 1)[1]}
+    cells = []
+    for conc, rows in CELLS:
+        for pair in range(spec["log_ab_pairs"]):
+            for side in ("on", "off") if pair % 2 == 0 else ("off", "on"):
+                cell = measure(urls[side], bodies[rows], conc, spec, workdir)
+                cell.update(side=side, pair=pair, connections=conc, rows=rows)
+                cells.append(cell)
+                print(f"  log {side:<3} c{conc:<2} {rows:>3}-row pair {pair} {cell['rps']:8.1f} "
+                      f"rps p99 {cell['p99_ms']:7.2f} ms", flush=True)  # fmt: skip
+    serve.delete(off_app)
+    return cells
 
 
 def compare_answers(label: str, urls: dict[str, str], bodies: dict[int, Path]) -> dict[str, Any]:

@@ -4,41 +4,61 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.serving import NO_LOG, PLANS, prediction_log_cost
+from benchmarks.serving import NO_LOG, PLANS, log_costs, prediction_log_cost
 
 
-def test_the_log_cost_compares_each_cell_with_the_log_off() -> None:
-    ratios = {
-        ("float30", "default", 1, 1): 0.30,
-        ("float30", NO_LOG, 1, 1): 0.30,
-        ("float30", "default", 16, 1): 0.855,
-        ("float30", NO_LOG, 16, 1): 0.90,
-        ("float30", "default", 4, 100): 1.02,
-        ("float30", NO_LOG, 4, 100): 1.00,
-        ("churn", "default", 16, 1): 0.5,  # churn has no log-off cell: not counted
+def _cells(rps: dict[tuple[int, int], list[tuple[float, float]]]) -> list[dict]:
+    """A/B cells: per (connections, rows), one (on, off) requests/s per pair."""
+    return [
+        {"connections": conc, "rows": rows, "pair": pair, "side": side, "rps": value}
+        for (conc, rows), pairs in rps.items()
+        for pair, both in enumerate(pairs)
+        for side, value in zip(("on", "off"), both, strict=True)
+    ]
+
+
+def test_the_log_cost_is_the_median_share_over_the_pairs_of_each_cell() -> None:
+    cells = _cells(
+        {
+            (1, 1): [(100.0, 100.0), (99.0, 100.0), (101.0, 100.0)],  # 0%, 1%, -1%: 0%
+            (16, 1): [(95.0, 100.0), (90.0, 100.0), (50.0, 100.0)],  # 5%, 10%, 50%: 10%
+            (4, 100): [(102.0, 100.0)],
+        }
+    )
+    costs = log_costs(cells)
+    assert costs == {
+        (1, 1): pytest.approx(0.0),
+        (16, 1): pytest.approx(0.10),
+        (4, 100): pytest.approx(-0.02),
     }
-    note = prediction_log_cost(ratios)
+    note = prediction_log_cost(cells)
     assert "c1 1-row +0.0%" in note
-    assert "c16 1-row +5.0%" in note
+    assert "c16 1-row +10.0%" in note
     assert "c4 100-row -2.0%" in note
+    assert "3 alternated pair(s)" in note
     assert "goal: at most 5%" in note
 
 
-def test_no_log_off_cell_no_note() -> None:
-    assert prediction_log_cost({("float30", "default", 16, 1): 0.9}) == ""
+def test_a_pair_missing_a_side_is_not_counted_and_no_cells_no_note() -> None:
+    cells = _cells({(4, 100): [(90.0, 100.0)]})
+    cells.append({"connections": 4, "rows": 100, "pair": 1, "side": "on", "rps": 10.0})
+    assert log_costs(cells) == {(4, 100): pytest.approx(0.10)}
+    assert prediction_log_cost([]) == ""
 
 
-@pytest.mark.parametrize("mode", ["standard", "full"])
-def test_the_standard_and_full_runs_price_the_log(mode: str) -> None:
-    assert ("float30", NO_LOG) in PLANS[mode]
-    assert ("float30", NO_LOG) not in PLANS["quick"]  # CI's quick run stays short
+def test_the_log_ab_runs_in_every_mode_and_the_log_off_preset_only_on_request() -> None:
+    from benchmarks.serving import LOG_AB_PAIRS
+
+    assert LOG_AB_PAIRS["quick"] >= 1, "CI's quick run checks the A/B works"
+    assert LOG_AB_PAIRS["standard"] >= 6, "a few percent needs more pairs than the ratios"
+    assert ("float30", NO_LOG) not in PLANS["standard"]
 
 
 def test_the_prediction_log_switch_keeps_the_runs_with_the_log_on_or_off() -> None:
     from benchmarks.__main__ import parse_args
     from benchmarks.serving import log_plan
 
-    standard = PLANS["standard"]
+    standard = [*PLANS["standard"], ("float30", NO_LOG)]
     on = log_plan(standard, on=True)
     assert NO_LOG not in {p for _, p in on}
     assert ("float30", "default") in on

@@ -347,9 +347,13 @@ class ModelServer:
     def _drain_log(self) -> None:
         """One tick of the prediction log, on the event loop: the joined rows go to the writer
         actor (a few ms per tick at 60,000 rows/s), then the next tick is armed."""
-        if self._prediction_log is not None and not self._stop.is_set():
-            self._prediction_log.drain()
-        self._drain_log_later()
+        try:
+            if self._prediction_log is not None and not self._stop.is_set():
+                self._prediction_log.drain()
+        except Exception:  # the log must keep ticking: an error here is logged, not fatal
+            _log.exception("prediction log: a tick failed")
+        finally:
+            self._drain_log_later()
 
     def _one(self, predictor: Any, rows: Columns, request_id: str | None) -> dict[str, Any]:
         try:

@@ -28,7 +28,7 @@ from raymlops import cluster
 from raymlops.examples import make_churn
 from raymlops.raystart import LOOPBACK_ENV
 from raymlops.runtime import HAPROXY_INGRESS_ENV, LOCAL_RAY_ENV
-from tests.conftest import write_project
+from tests.conftest import XOR_COLUMNS, write_project, xor_frame
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
@@ -232,6 +232,51 @@ def test_train_job_registers_a_version_with_trials_on_both_workers(
         if not n.get("is_head_node")
     }
     assert nodes == worker_ids, "trials ran on the workers, not the 0-CPU head"
+
+
+def test_a_data_parallel_train_job_trains_one_trial_on_both_workers(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Issue 11's "done when": ``raymlops job submit train`` on the 2-node cluster runs a trial
+    over 2 Ray Train workers, one on each 1-CPU node, each holding part of the rows, and the
+    version's lineage names both nodes."""
+    root = tmp_path / "dp"
+    (root / "data").mkdir(parents=True)
+    xor_frame(2000, seed=5).to_csv(root / "data" / "train.csv", index=False)
+    config = write_project(
+        root,
+        columns=XOR_COLUMNS,
+        target="label",
+        models="[xgboost]",
+        search="{num_samples: 1, max_concurrent: 1, max_boosting_rounds: 20, "
+        "rounds_per_report: 10, seed: 1, time_budget_s: 300}",
+        extra="  workers_per_trial: 2\n",
+    )
+    config.write_text(
+        config.read_text().replace("storage: ./store", f"storage: {tmp_path / 'registry'}")
+    )
+    result = raymlops(
+        "job", "submit", "train", "--config", "raymlops.yaml", "--submission-id", "train-dp",
+        env=local_cluster.env, cwd=root, timeout=400,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"the train job failed:\n{output[-4000:]}"
+    from raymlops.config import load_config
+    from raymlops.pipeline import open_registry
+    from raymlops.registry.bundle import BundleReader
+
+    lineage = BundleReader(open_registry(load_config(config)), "v1").lineage()
+    trial = lineage["trial"]
+    assert trial["workers"] == 2, trial
+    rows = [n["fit_rows"] for n in trial["nodes"]]
+    assert all(0 < r < sum(rows) for r in rows), f"no worker holds every row: {rows}"
+    worker_ids = {
+        n["node_id"]
+        for n in cluster.alive_nodes(local_cluster.state.dashboard_url, local_cluster.token)
+        if not n.get("is_head_node")
+    }
+    assert {n["node_id"] for n in trial["nodes"]} == worker_ids, "one worker on each node"
+    assert worker_ids <= set(lineage["ray"]["nodes"]), "lineage names both nodes"
 
 
 def test_the_tune_benchmark_runs_its_searches_on_the_cluster_with_address(

@@ -339,3 +339,21 @@ def test_the_sinks_get_one_frame_per_tick_not_one_per_request() -> None:
     stats = log.close()
     assert (stats.written_rows, stats.queued_rows) == (200, 0)
     assert [f.num_rows for f in sink.frames] == [200]
+
+
+def test_without_a_thread_the_owner_drains_and_close_drains_the_rest() -> None:
+    """Serving's mode: no thread of the log's own (background=False); rows wait until the
+    owner calls drain() (the replica's event loop, every tick), and close() drains the rest."""
+    sink = _CountingSink()
+    threads = set(threading.enumerate())
+    log = PredictionLog([sink], background=False)
+    assert set(threading.enumerate()) == threads, "no thread started"
+    log.offer(_served(2, 0))
+    assert sink.frames == [], "nothing moves by itself"
+    assert log.stats().queued_rows == 2
+    log.drain()
+    assert [f.num_rows for f in sink.frames] == [2]
+    log.offer(_served(3, 2))
+    stats = log.close()
+    assert [f.num_rows for f in sink.frames] == [2, 3]
+    assert (stats.written_rows, stats.queued_rows) == (5, 0)

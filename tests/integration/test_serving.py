@@ -561,8 +561,9 @@ def test_while_the_only_replica_restarts_clients_are_answered_or_told_to_retry(
 ) -> None:
     """The one replica of an app is killed under load: while Serve starts another, HAProxy has
     no ingress replica (its backup is the fallback Serve proxy). Each answer is then a 200 or a
-    503 with Retry-After; only the requests in flight at the kill may fail otherwise (Ray's
-    500 for a connection the replica dropped), and answers come back once it is up."""
+    503 with Retry-After; otherwise only the requests in flight at the kill fail, and what the
+    fallback proxy still sends to the dead replica before Serve sees it go (Ray's 500), in the
+    seconds after the kill; answers come back once the new replica is up."""
     import asyncio
     import time
 
@@ -602,8 +603,12 @@ def test_while_the_only_replica_restarts_clients_are_answered_or_told_to_retry(
     finally:
         serve.delete("restart")
     statuses = Counter(status for _, status, _ in answers)
-    other = [s for _, s, _ in answers if s not in (200, 503)]
-    assert len(other) <= connections, f"only requests in flight at the kill fail: {statuses}"
+    failed = [(round(t - killed, 2), s) for t, s, _ in answers if s not in (200, 503)]
+    # the requests in flight at the kill, and at most one more per client that the fallback
+    # proxy still routed to the dead replica before Serve's controller saw it go (seen once in
+    # CI: 4 dropped connections and 2 answers of 500 within the kill's first second)
+    assert len(failed) <= 2 * connections, f"failures confined to the kill: {failed} {statuses}"
+    assert all(0 <= t < 10 for t, _ in failed), f"only around the kill: {failed} {statuses}"
     assert all(retry == "1" for _, s, retry in answers if s == 503), "503s say when to retry"
     assert any(s == 200 for t, s, _ in answers if t < killed), "answered before the kill"
     last = max(t for t, _, _ in answers)

@@ -29,7 +29,14 @@ from typing import Any
 import ray
 
 from raymlops.serving.monitor_sink import MonitorSink
-from raymlops.serving.prediction_log import LoggedRows, ParquetSink, PredictionSink
+from raymlops.serving.prediction_log import (
+    LoggedRows,
+    ParquetSink,
+    PredictionSink,
+    flush_sinks,
+    sink_total,
+    write_to_sinks,
+)
 from raymlops.storage import Storage
 
 __all__ = ["ActorSink", "SinkCounts", "log_sinks"]
@@ -67,25 +74,17 @@ class _Writer:
         self._calls = 0
 
     def write(self, rows: LoggedRows) -> SinkCounts:
-        for sink in self._sinks:
-            try:
-                sink.write(rows)
-            except Exception:  # a failing sink must not stop the others
-                _log.exception("prediction sink %s failed", type(sink).__name__)
+        write_to_sinks(self._sinks, rows)
         return self.flush(False)
 
     def flush(self, force: bool) -> SinkCounts:
-        for sink in self._sinks:
-            try:
-                sink.flush(force=force)
-            except Exception:
-                _log.exception("prediction sink %s failed to flush", type(sink).__name__)
+        flush_sinks(self._sinks, force=force)
         self._calls += 1
         return SinkCounts(
             self._calls,
-            sum(getattr(s, "stored_rows", 0) for s in self._sinks),
-            sum(getattr(s, "dropped_rows", 0) for s in self._sinks),
-            sum(getattr(s, "buffered_rows", 0) for s in self._sinks),
+            sink_total(self._sinks, "stored_rows"),
+            sink_total(self._sinks, "dropped_rows"),
+            sink_total(self._sinks, "buffered_rows"),
         )
 
 

@@ -49,20 +49,47 @@ __all__ = [
     "PredictionLog",
     "PredictionSink",
     "ServedBatch",
+    "flush_sinks",
     "join_batches",
     "log_tables",
+    "sink_total",
+    "write_to_sinks",
 ]
 
 _log = logging.getLogger("raymlops.prediction_log")
 
 
 class PredictionSink(Protocol):
-    """Receives logged rows (called from the log's background thread): ``rows.table`` is
-    them as one Arrow table, built once for all the sinks that ask."""
+    """Receives logged rows (called by whoever drains the log, one caller at a time):
+    ``rows.table`` is them as one Arrow table, built once for all the sinks that ask."""
 
     def write(self, rows: LoggedRows) -> None: ...
 
     def flush(self, *, force: bool = False) -> None: ...
+
+
+def write_to_sinks(sinks: Sequence[PredictionSink], rows: LoggedRows) -> None:
+    """Hand ``rows`` to each sink; a failing sink is logged and must not stop the others."""
+    for sink in sinks:
+        try:
+            sink.write(rows)
+        except Exception:
+            _log.exception("prediction sink %s failed", type(sink).__name__)
+
+
+def flush_sinks(sinks: Sequence[PredictionSink], *, force: bool = False) -> None:
+    """Let each sink flush what is due (all of it with ``force``); failures are logged."""
+    for sink in sinks:
+        try:
+            sink.flush(force=force)
+        except Exception:
+            _log.exception("prediction sink %s failed to flush", type(sink).__name__)
+
+
+def sink_total(sinks: Sequence[PredictionSink], count: str) -> int:
+    """The sum of one count (``stored_rows``, ``dropped_rows``, ``buffered_rows``) over the
+    sinks that keep it."""
+    return sum(getattr(sink, count, 0) for sink in sinks)
 
 
 #: a sink looks for partitions past the retention at most this often
@@ -321,7 +348,7 @@ class PredictionLog:
                 self._queue.clear()
             if batches:
                 self._write(batches)
-            self._flush_sinks()
+            flush_sinks(self.sinks)
 
     def _write(self, batches: list[ServedBatch]) -> None:
         rows = sum(b.rows for b in batches)
@@ -332,26 +359,15 @@ class PredictionLog:
             _log.exception("prediction log: %d rows could not be logged", rows)
             runs, lost = [], rows
         for run in runs:
-            for sink in self.sinks:
-                try:
-                    sink.write(run)
-                except Exception:  # a failing sink must not stop the others, nor serving
-                    _log.exception("prediction sink %s failed", type(sink).__name__)
+            write_to_sinks(self.sinks, run)
         with self._lock:
             self._queued -= rows
             self._written += rows - lost
             self._dropped += lost
 
-    def _flush_sinks(self, *, force: bool = False) -> None:
-        for sink in self.sinks:
-            try:
-                sink.flush(force=force)
-            except Exception:
-                _log.exception("prediction sink %s failed to flush", type(sink).__name__)
-
     def stats(self) -> LogStats:
-        sink_dropped = sum(getattr(sink, "dropped_rows", 0) for sink in self.sinks)
-        stored = sum(getattr(sink, "stored_rows", 0) for sink in self.sinks)
+        sink_dropped = sink_total(self.sinks, "dropped_rows")
+        stored = sink_total(self.sinks, "stored_rows")
         with self._lock:
             return LogStats(
                 self._offered, self._written, self._dropped, self._queued, sink_dropped, stored
@@ -365,7 +381,7 @@ class PredictionLog:
         else:
             self.drain()
         with self._draining:
-            self._flush_sinks(force=True)
+            flush_sinks(self.sinks, force=True)
         return self.stats()
 
 

@@ -1,11 +1,11 @@
 """The prediction log's sinks in their own process: one Ray actor beside each replica.
 
-A replica's log thread only joins each tick's batches in numpy (:func:`join_batches`) and
+A replica's event loop only joins each tick's batches in numpy (:func:`join_batches`) and
 hands them to :class:`ActorSink`, one call per tick. The actor builds the Arrow table, writes
 the Parquet files (:class:`ParquetSink`) and feeds the drift monitor (:class:`MonitorSink`).
-With the sinks in the replica, their work took the GIL from the replica's event loop: at c4
-with 100-row requests the log cost 7-8% of serving's throughput, though its thread used only
-5% of a core.
+With the sinks in the replica's log thread, their work took the GIL from the replica's event
+loop: at c4 with 100-row requests the log cost 7-8% of serving's throughput, though the thread
+used only 5% of a core.
 
 The actor is started on first use on the replica's node (``num_cpus=0``) and is owned by the
 replica, so it stops with it; :meth:`ActorSink.flush` with ``force`` (the replica's close)
@@ -94,8 +94,9 @@ _WriterActor = ray.remote(_Writer)
 class ActorSink:
     """A prediction sink that hands rows to a writer actor (see the module's docstring).
 
-    Called from the log's one background thread only. ``make_sinks`` (picklable) builds the
-    sinks inside the actor; ``max_pending`` unanswered calls are the most it queues.
+    Called by one drainer at a time (the replica's event loop; ``PredictionLog`` holds its
+    drain lock). ``make_sinks`` (picklable) builds the sinks inside the actor;
+    ``max_pending`` unanswered calls are the most it queues.
     """
 
     def __init__(

@@ -1,10 +1,11 @@
 """The prediction log: every answered batch goes, without blocking the answer, to sinks.
 
-:class:`PredictionLog` puts rows on a bounded queue and a background thread hands them to the
-sinks. Serving only appends a reference to the batch's numpy columns (:class:`ServedBatch`);
-every ``tick_s`` the thread takes all that is queued and joins it into one Arrow table (no
-pandas), so the table, the Parquet file and the monitor's feed cost the same for a thousand
-single-row requests as for one (a frame per request cost serving 13-39% of its throughput).
+:class:`PredictionLog` puts rows on a bounded queue; every ``tick_s`` :meth:`PredictionLog.drain`
+(its own thread, or serving's event loop) joins all that is queued column by column
+(:func:`join_batches`) and hands it to the sinks, which make one Arrow table of it (no pandas).
+Serving only appends a reference to the batch's numpy columns (:class:`ServedBatch`), so the
+table, the Parquet file and the monitor's feed cost the same for a thousand single-row requests
+as for one (a frame per request cost serving 13-39% of its throughput).
 When the queue is full the rows are dropped and counted (``dropped_rows``, logged and
 reported by :meth:`PredictionLog.stats`), never silently lost. The default sink,
 :class:`ParquetSink`, writes Parquet files under ``{storage}/predictions/{name}/date=YYYY-MM-DD/``;
@@ -459,8 +460,8 @@ def join_batches(batches: Sequence[ServedBatch]) -> list[LoggedRows]:
     """``batches`` joined, in order: one :class:`LoggedRows` per run of batches with the same
     input columns and classes (a swap to a version with other columns starts a new run).
 
-    Only numpy joins run here (in the replica's log thread); Arrow and Parquet wait for the
-    sinks: a frame per tick cost as much of the replica's CPU as the Parquet file did.
+    Only numpy joins run here (on the replica's event loop, in serving); Arrow and Parquet wait
+    for the sinks: a frame per tick cost as much of the replica's CPU as the Parquet file did.
     """
     return [_joined_run(list(run)) for _, run in itertools.groupby(batches, key=_layout)]
 
